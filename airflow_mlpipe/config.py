@@ -1,0 +1,39 @@
+"""The provider's `[mlpipe]` configuration section (also `AIRFLOW__MLPIPE__*` env vars)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
+
+
+def _get(key: str) -> str | None:
+    env = os.environ.get(f"AIRFLOW__MLPIPE__{key.upper()}")
+    if env:
+        return env
+    from airflow.sdk import conf
+
+    value = conf.get("mlpipe", key, fallback=None)
+    return value or None
+
+
+def store_uri() -> str:
+    """Root of the artifact store; default `$AIRFLOW_HOME/mlpipe/store`."""
+    return _get("store") or str(_airflow_home() / "mlpipe" / "store")
+
+
+def stat_cache_path() -> Path:
+    """Where file digests are remembered by stat signature (per worker machine)."""
+    value = _get("stat_cache")
+    return Path(value).expanduser() if value else _airflow_home() / "mlpipe" / "statcache.sqlite"
+
+
+def env_passthrough() -> tuple[str, ...]:
+    """Worker environment variables a local step inherits (globs); everything else is dropped."""
+    value = _get("local_env_passthrough")
+    if value:
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "OPENBLAS_*", "OMP_*", "MKL_*")

@@ -1,0 +1,164 @@
+"""The YAML surface: read a pipeline file into the same model the Python API builds."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from airflow_mlpipe.exceptions import SpecError, SpecIssue
+from airflow_mlpipe.spec import Pipeline
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int, path: tuple[str, ...]) -> None:
+        self.key, self.line, self.path = key, line, path
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise _DuplicateKey(str(key), key_node.start_mark.line + 1, ())
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, file: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except _DuplicateKey as dup:
+        # Most duplicates that matter are step names; say so when the key is one.
+        raise SpecError.single(
+            f"duplicate key `{dup.key}` at line {dup.line}",
+            file=file,
+            step=dup.key if _looks_like_step(text, dup.line) else None,
+            field="steps" if _looks_like_step(text, dup.line) else None,
+            hint="YAML keeps only the last of two equal keys; give every step a unique name",
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError.single(
+            f"not valid YAML{where}: {problem}", file=file, hint="check indentation and quoting"
+        ) from None
+
+
+def _looks_like_step(text: str, line: int) -> bool:
+    """True when the duplicate key at `line` sits directly under the top-level `steps:`."""
+    lines = text.splitlines()
+    target = lines[line - 1]
+    indent = len(target) - len(target.lstrip())
+    for prev in reversed(lines[: line - 1]):
+        stripped = prev.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        prev_indent = len(prev) - len(prev.lstrip())
+        if prev_indent < indent:
+            return stripped.startswith("steps:") and prev_indent == 0
+    return False
+
+
+def _merge_defaults(defaults: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in step.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def pipeline_from_mapping(data: Any, *, file: str, base_dir: Path) -> Pipeline:
+    """Build and check a Pipeline from parsed YAML/JSON; every error is a `SpecError`."""
+    if not isinstance(data, Mapping):
+        raise SpecError.single("the file must hold a mapping with `name` and `steps`", file=file)
+    data = dict(data)
+    defaults = data.pop("defaults", {}) or {}
+    steps = data.get("steps")
+    if not isinstance(defaults, Mapping):
+        raise SpecError.single("`defaults` must be a mapping of step fields", file=file, field="defaults")
+    if not isinstance(steps, Mapping) or not steps:
+        raise SpecError.single(
+            "`steps` must be a non-empty mapping of step name to step",
+            file=file,
+            field="steps",
+            hint="e.g. `steps: {train: {command: [python, train.py]}}`",
+        )
+    step_names = [str(k) for k in steps]
+    step_list = []
+    for name, body in steps.items():
+        if not isinstance(body, Mapping):
+            raise SpecError.single("a step must be a mapping with at least `command`", file=file, step=str(name))
+        step_list.append({**_merge_defaults(defaults, body), "name": str(name)})
+    data["steps"] = step_list
+    data.setdefault("name", Path(file).stem)
+    data["base_dir"] = base_dir
+    data["spec_file"] = file
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc, file, step_names) from None
+    return pipeline.check()
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read, validate and return the pipeline in a YAML file.
+
+    A relative `path` is taken relative to the file that calls this function (a DAG
+    file), not to the worker's working directory, which Airflow does not fix.
+    """
+    path = Path(path)
+    if not path.is_absolute():
+        caller = sys._getframe(1).f_code.co_filename
+        if caller and not caller.startswith("<"):
+            path = Path(caller).resolve().parent / path
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError.single(f"cannot read the pipeline file: {exc.strerror}", file=file) from None
+    return pipeline_from_mapping(_parse_yaml(text, file), file=file, base_dir=path.resolve().parent)
+
+
+def _spec_error(exc: ValidationError, file: str, step_names: list[str]) -> SpecError:
+    issues = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        step = None
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            step = step_names[loc[1]] if loc[1] < len(step_names) else None
+            loc = loc[2:]
+        # Drop pydantic's union/tag markers so the field reads like the YAML.
+        parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "External")))]
+        field = ".".join(parts).replace(".[", "[") or None
+        message = err["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        hint = _hint_for(err)
+        issues.append(SpecIssue(message, file, step, field, hint))
+    return SpecError(issues)
+
+
+def _hint_for(err: Any) -> str | None:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "remove it, or check its spelling against `mlpipe schema`"
+    if kind == "missing":
+        return "add it"
+    if kind == "literal_error" and err["loc"][-1] == "kind":
+        return "allowed targets: `local`"
+    return None

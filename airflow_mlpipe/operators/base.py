@@ -1,0 +1,238 @@
+"""The run half of a step, independent of where the process runs.
+
+Stages inputs and a fresh directory per output, runs the step through the
+target (`run_process`), then commits: outputs first, manifest last. A failure
+or a kill at any point leaves no manifest, so nothing half-written is a hit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import tempfile
+import time
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_mlpipe.config import stat_cache_path
+from airflow_mlpipe.exceptions import SpecError, StepFailed
+from airflow_mlpipe.fingerprint import StatCache
+from airflow_mlpipe.manifest import Manifest, Producer, StepResult
+from airflow_mlpipe.runtime import XCOM_KEY, StepRuntime, environment_identity
+from airflow_mlpipe.spec import Pipeline, Step
+from airflow_mlpipe.store import ArtifactStore, Lease, get_store
+from airflow_mlpipe.version import __version__
+
+#: How long a lease lasts when a step has no timeout.
+DEFAULT_LEASE = timedelta(hours=24)
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class Invocation:
+    """Everything a target needs to run one step attempt."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    code_dir: Path
+    inputs: dict[str, Path]
+    outputs: dict[str, Path]
+    metrics_file: Path
+    timeout: float | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class BaseStepOperator(BaseOperator):
+    """Computes a step and commits its result; subclasses say how to run the process."""
+
+    ui_color = "#d9f2e6"
+
+    def __init__(self, *, pipeline: Pipeline, step: str, store: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.step_name = step
+        self.store_uri = store
+
+    @property
+    def step(self) -> Step:
+        return self.pipeline.step(self.step_name)
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        return get_store(self.store_uri)
+
+    # -- what targets provide ----------------------------------------------------
+    def environment_identity(self) -> str:
+        return environment_identity(self.step)
+
+    def visible_paths(self, inv: Invocation) -> tuple[dict[str, str], dict[str, str], str]:
+        """Input, output and metrics paths as the process sees them (containers remap)."""
+        return (
+            {k: str(v) for k, v in inv.inputs.items()},
+            {k: str(v) for k, v in inv.outputs.items()},
+            str(inv.metrics_file),
+        )
+
+    @abstractmethod
+    def run_process(self, inv: Invocation, context: Any) -> None:
+        """Run the step; raise `StepFailed` on a non-zero exit, timeout or kill."""
+
+    # -- the flow --------------------------------------------------------------
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        step = self.step
+        workdir = Path(tempfile.mkdtemp(prefix=f"mlpipe-{step.name}-"))
+        staging: dict[str, Path] = {}
+        lease: Lease | None = None
+        stat_cache = StatCache(stat_cache_path())
+        try:
+            try:
+                runtime = StepRuntime.from_context(self.pipeline, step, context, self.store, stat_cache)
+                code = runtime.snapshot_code(workdir / "code")
+                fp = runtime.fingerprint(code, self.environment_identity())
+            except SpecError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            finally:
+                stat_cache.close()
+            force = bool((context.get("params") or {}).get("force_rerun"))
+            lease = self._lease(fp.key, ti)
+            if step.cache.enabled and not force and (done := self.store.get(fp.key)) is not None:
+                if self.store.outputs_exist(done):
+                    self.log.info("Step `%s` was computed by %s while we waited; reusing it", step.name, done.producer.run_id)
+                    return self._publish(ti, done, hit=True)
+
+            staging = {name: self.store.new_staging(f"{step.name}-{name}") for name in step.outputs}
+            inv = Invocation(
+                argv=[],
+                env={},
+                workdir=workdir,
+                code_dir=workdir / "code",
+                inputs=fp.input_paths,
+                outputs=staging,
+                metrics_file=workdir / METRICS_FILE,
+                timeout=step.timeout.total_seconds() if step.timeout else None,
+                labels=self._labels(ti),
+            )
+            ins, outs, metrics_path = self.visible_paths(inv)
+            inv.argv = runtime.render_command(ins, outs)
+            inv.env = {**runtime.render_env(ins, outs), **self._mlpipe_env(runtime, ins, outs, metrics_path)}
+
+            started = datetime.now(timezone.utc)
+            t0 = time.monotonic()
+            self.log.info("Running step `%s`: %s", step.name, inv.argv)
+            self.run_process(inv, context)
+            elapsed = time.monotonic() - t0
+            metrics = _read_metrics(inv.metrics_file, step.name)
+            outputs = {name: self.store.commit_output(path) for name, path in staging.items()}
+            staging = {}
+            manifest = Manifest(
+                key=fp.key,
+                pipeline=self.pipeline.name,
+                step=step.name,
+                components=fp.components,
+                code_files=fp.code.files,
+                inputs=fp.inputs,
+                outputs=outputs,
+                metrics=metrics,
+                started_at=started,
+                finished_at=started + timedelta(seconds=elapsed),
+                producer=Producer(
+                    dag_id=ti.dag_id,
+                    run_id=ti.run_id,
+                    task_id=ti.task_id,
+                    try_number=ti.try_number,
+                    hostname=socket.gethostname(),
+                ),
+                mlpipe_version=__version__,
+            )
+            self.store.put(manifest)  # last: only now is this a cache hit
+            self.store.set_latest(manifest)
+            self.log.info(
+                "Step `%s` done in %.1fs; key %s; outputs %s; metrics %s",
+                step.name,
+                elapsed,
+                fp.key[:12],
+                {k: v.digest[:12] for k, v in outputs.items()},
+                metrics,
+            )
+            return self._publish(ti, manifest, hit=False)
+        finally:
+            for path in staging.values():
+                shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+            if lease is not None:
+                self.store.release_lease(lease)
+
+    def _publish(self, ti: Any, manifest: Manifest, *, hit: bool) -> dict[str, Any]:
+        result = StepResult(
+            step=manifest.step,
+            key=manifest.key,
+            hit=hit,
+            outputs=manifest.outputs,
+            metrics=manifest.metrics,
+            duration_s=manifest.duration_s,
+            produced_by=f"{manifest.producer.dag_id}/{manifest.producer.run_id}",
+        ).model_dump(mode="json")
+        ti.xcom_push(key=XCOM_KEY, value=result)
+        return result
+
+    def _lease(self, key: str, ti: Any) -> Lease:
+        """Claim the key, waiting while another task computes it (then we reuse its result)."""
+        owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
+        ttl = (self.step.timeout or DEFAULT_LEASE) + timedelta(minutes=5)
+        announced = False
+        while True:
+            lease = self.store.acquire_lease(key, owner, ttl)
+            if lease is not None:
+                return lease
+            if not announced:
+                holder = self.store.lease_holder(key)
+                self.log.info("Key %s is being computed by %s; waiting", key[:12], holder.owner if holder else "?")
+                announced = True
+            time.sleep(2)
+
+    def _labels(self, ti: Any) -> dict[str, str]:
+        return {
+            "mlpipe.pipeline": self.pipeline.name,
+            "mlpipe.step": self.step_name,
+            "airflow.dag_id": ti.dag_id,
+            "airflow.run_id": ti.run_id,
+            "airflow.task_id": ti.task_id,
+            "airflow.try_number": str(ti.try_number),
+        }
+
+    def _mlpipe_env(
+        self, runtime: StepRuntime, inputs: dict[str, str], outputs: dict[str, str], metrics: str
+    ) -> dict[str, str]:
+        env = {"MLPIPE_STEP": self.step_name, "MLPIPE_RUN_DATE": runtime.run_date, "MLPIPE_METRICS_FILE": metrics}
+        env.update({f"MLPIPE_INPUT_{k.upper()}": v for k, v in inputs.items()})
+        env.update({f"MLPIPE_OUTPUT_{k.upper()}": v for k, v in outputs.items()})
+        for name in self.step.params:
+            value = runtime.params[name]
+            env[f"MLPIPE_PARAM_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return env
+
+
+def _read_metrics(path: Path, step: str) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise StepFailed(step, f"the metrics file `$MLPIPE_METRICS_FILE` is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise StepFailed(step, "the metrics file must hold a JSON object of name -> value")
+    for name, value in data.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StepFailed(step, f"metric `{name}` is {value}; metrics must be finite numbers, strings or booleans")
+    return data

@@ -1,0 +1,120 @@
+"""The cache check: fingerprint a step for this run and short-circuit it on a hit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, SkipMixin, TriggerRule
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_mlpipe.cache_key import explain_change
+from airflow_mlpipe.config import stat_cache_path
+from airflow_mlpipe.exceptions import SpecError
+from airflow_mlpipe.fingerprint import StatCache
+from airflow_mlpipe.manifest import Manifest, StepResult
+from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, environment_identity
+from airflow_mlpipe.spec import Pipeline, Step
+from airflow_mlpipe.store import ArtifactStore, get_store
+
+
+class CacheCheckSensor(BaseSensorOperator, SkipMixin):
+    """Succeeds at once on a miss (the run task computes), skips the run task on a hit,
+    and keeps poking while another task holds the lease on the same key."""
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, pipeline: Pipeline, step: str, store: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("poke_interval", 10)
+        kwargs.setdefault("mode", "poke")
+        kwargs.setdefault("trigger_rule", TriggerRule.NONE_FAILED)
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.step_name = step
+        self.store_uri = store
+
+    @property
+    def step(self) -> Step:
+        return self.pipeline.step(self.step_name)
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        return get_store(self.store_uri)
+
+    def poke(self, context: Any) -> bool:
+        ti = context["ti"]
+        step = self.step
+        stat_cache = StatCache(stat_cache_path())
+        try:
+            runtime = StepRuntime.from_context(self.pipeline, step, context, self.store, stat_cache)
+            fp = runtime.fingerprint(runtime.code_tree(cache=stat_cache), environment_identity(step))
+        except SpecError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            stat_cache.close()
+        short = fp.key[:12]
+
+        reason = None
+        manifest = None
+        if not step.cache.enabled:
+            reason = "caching is off for this step (`cache: false`)"
+        elif (context.get("params") or {}).get("force_rerun"):
+            reason = "`force_rerun` is set for this run"
+        else:
+            manifest = self.store.get(fp.key)
+            if manifest is not None:
+                reason = self._unusable(manifest)
+                if reason is None:
+                    self._hit(ti, manifest, short)
+        if reason is None:
+            holder = self.store.lease_holder(fp.key)
+            if holder is not None:
+                self.log.info(
+                    "mlpipe cache WAIT for step `%s` (key %s): being computed by %s", step.name, short, holder.owner
+                )
+                return False
+            reason = self._explain_miss(fp)
+        self.log.info("mlpipe cache MISS for step `%s` (key %s): %s", step.name, short, reason)
+        ti.xcom_push(key=XCOM_KEY, value=StepResult(step=step.name, key=fp.key, hit=False).model_dump(mode="json"))
+        return True
+
+    def _unusable(self, manifest: Manifest) -> str | None:
+        max_age = self.step.cache.max_age
+        if max_age is not None and datetime.now(timezone.utc) - manifest.finished_at > max_age:
+            return f"the cached result is older than `max_age` ({max_age})"
+        if not self.store.outputs_exist(manifest, verify=self.step.cache.verify):
+            return "the cached outputs are missing or changed in the store"
+        return None
+
+    def _hit(self, ti: Any, manifest: Manifest, short: str) -> None:
+        producer = manifest.producer
+        self.log.info(
+            "mlpipe cache HIT for step `%s` (key %s): outputs computed by %s/%s in %.1fs; skipping the run task",
+            self.step.name,
+            short,
+            producer.dag_id,
+            producer.run_id,
+            manifest.duration_s,
+        )
+        result = StepResult(
+            step=self.step.name,
+            key=manifest.key,
+            hit=True,
+            outputs=manifest.outputs,
+            metrics=manifest.metrics,
+            duration_s=manifest.duration_s,
+            produced_by=f"{producer.dag_id}/{producer.run_id}",
+        )
+        ti.xcom_push(key=XCOM_KEY, value=result.model_dump(mode="json"))
+        run = [t for t in self.downstream_list if t.task_id == f"{self.step.name}.run"]
+        self.skip(ti=ti, tasks=run)  # raises: this task succeeds and `run` is skipped
+
+    def _explain_miss(self, fp: Fingerprint) -> str:
+        latest = self.store.latest(self.pipeline.name, self.step.name)
+        if latest is None:
+            return "no earlier result of this step in the store"
+        changes = explain_change(latest.components, fp.components, latest.code_files, fp.code.files)
+        if not changes:
+            return "the same key was computed before but its result is gone"
+        return "changed since the last result: " + ", ".join(changes)

@@ -1,0 +1,76 @@
+"""Templates in commands, env values and external paths.
+
+Jinja syntax over a small, closed set of variables. The analysis half runs at
+validation time (which params a step uses, which names are unknown); the
+rendering half runs only inside tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+#: Names a template may use. `run_date` is the run's date (YYYY-MM-DD): the
+#: logical date, or for a manual run without one, the date it was triggered for.
+VARIABLES: tuple[str, ...] = ("params", "inputs", "outputs", "run_date")
+
+
+@lru_cache(maxsize=1)
+def _env() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+@dataclass
+class TemplateRefs:
+    """What a set of templates refers to: top-level names and `var.attr` pairs."""
+
+    names: set[str] = field(default_factory=set)
+    attrs: dict[str, set[str]] = field(default_factory=dict)
+
+    def uses(self, var: str) -> set[str]:
+        return self.attrs.get(var, set())
+
+
+def analyse(templates: Iterable[str]) -> TemplateRefs:
+    """Collect references; raises `TemplateSyntaxError` on malformed templates."""
+    refs = TemplateRefs()
+    for text in templates:
+        if "{" not in text:
+            continue
+        tree = _env().parse(text)
+        for node in tree.find_all(nodes.Name):
+            if node.ctx == "load":
+                refs.names.add(node.name)
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            if isinstance(node.node, nodes.Name):
+                if isinstance(node, nodes.Getattr):
+                    attr = node.attr
+                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    attr = node.arg.value
+                else:
+                    continue
+                refs.attrs.setdefault(node.node.name, set()).add(attr)
+    return refs
+
+
+def syntax_error(text: str) -> str | None:
+    try:
+        _env().parse(text)
+    except TemplateSyntaxError as exc:
+        return exc.message or str(exc)
+    return None
+
+
+def render(text: str, variables: Mapping[str, Any]) -> str:
+    if "{" not in text:
+        return text
+    return _env().from_string(text).render(**variables)
+
+
+def render_all(texts: Iterable[str], variables: Mapping[str, Any]) -> list[str]:
+    return [render(t, variables) for t in texts]
