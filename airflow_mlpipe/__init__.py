@@ -50,7 +50,26 @@ _EXPORTS = {
     "get_provider_info": "provider_info",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: RUF022 - grouped like _EXPORTS
+    "__version__",
+    "Pipeline",
+    "Step",
+    "ParamSpec",
+    "External",
+    "OutputSpec",
+    "SourceSpec",
+    "LocalTarget",
+    "CachePolicy",
+    "load_pipeline",
+    "compile_pipeline",
+    "MlpipeError",
+    "SpecError",
+    "StepFailed",
+    "LocalStore",
+    "CacheCheckSensor",
+    "LocalStepOperator",
+    "get_provider_info",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -100,7 +100,9 @@ def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[Cach
     return check, run
 
 
-def compile_pipeline(pipeline: Pipeline, *, dag_id: str | None = None, store: str | None = None, **dag_kwargs: Any) -> DAG:
+def compile_pipeline(
+    pipeline: Pipeline, *, dag_id: str | None = None, store: str | None = None, **dag_kwargs: Any
+) -> DAG:
     """Build the DAG. `dag_kwargs` pass through to `airflow.sdk.DAG` and override the spec."""
     pipeline.check()
     kwargs: dict[str, Any] = {

@@ -25,9 +25,7 @@ def parse_duration(value: object) -> timedelta:
             return timedelta(seconds=float(text))
         if text and _PART.sub("", text) == "":
             return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(text)))
-    raise ValueError(
-        f"`{value}` is not a duration; use seconds or a string like `90s`, `10m`, `1h30m`, `7d`"
-    )
+    raise ValueError(f"`{value}` is not a duration; use seconds or a string like `90s`, `10m`, `1h30m`, `7d`")
 
 
 def format_duration(value: timedelta) -> str:

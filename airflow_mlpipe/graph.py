@@ -29,7 +29,7 @@ def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
             if up not in deps:
                 continue
             if state.get(up) == 1:
-                return stack[stack.index(up) :] + [up]
+                return [*stack[stack.index(up) :], up]
             if up not in state and (found := visit(up)):
                 return found
         stack.pop()

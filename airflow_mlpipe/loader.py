@@ -162,3 +162,32 @@ def _hint_for(err: Any) -> str | None:
     if kind == "literal_error" and err["loc"][-1] == "kind":
         return "allowed targets: `local`"
     return None
+
+
+def yaml_json_schema() -> dict[str, Any]:
+    """JSON Schema of the YAML format (steps as a mapping, `defaults`), for editor completion."""
+    schema = Pipeline.model_json_schema(mode="validation")
+    defs = schema["$defs"]
+    step = dict(defs["Step"])
+    step["properties"] = {k: v for k, v in step["properties"].items() if k != "name"}
+    step["required"] = [r for r in step.get("required", []) if r != "name"]
+    defs["Step"] = step
+    defs["StepDefaults"] = {
+        "type": "object",
+        "description": "Fields merged into every step (a step's own value wins; mappings merge).",
+        "properties": step["properties"],
+        "additionalProperties": False,
+    }
+    props = {k: v for k, v in schema["properties"].items() if k not in ("base_dir", "spec_file")}
+    props["steps"] = {
+        "type": "object",
+        "description": "Steps by name; edges come from `inputs` (`step.output`) and `after`.",
+        "additionalProperties": {"$ref": "#/$defs/Step"},
+        "minProperties": 1,
+    }
+    props["defaults"] = {"$ref": "#/$defs/StepDefaults"}
+    schema["properties"] = props
+    schema["required"] = ["steps"]
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "airflow-mlpipe pipeline"
+    return schema

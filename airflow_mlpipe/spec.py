@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 Duration = Annotated[
     timedelta,
-    BeforeValidator(parse_duration),
+    BeforeValidator(parse_duration, json_schema_input_type=float | str),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 
@@ -134,18 +134,25 @@ class Step(_Frozen):
     description: str | None = None
     command: tuple[str, ...] = Field(min_length=1)
     inputs: dict[str, Input] = Field(default_factory=dict)
-    outputs: Annotated[dict[str, OutputSpec], BeforeValidator(_outputs_shorthand)] = Field(default_factory=dict)
+    outputs: Annotated[
+        dict[str, OutputSpec],
+        BeforeValidator(_outputs_shorthand, json_schema_input_type=list[str] | dict[str, OutputSpec]),
+    ] = Field(default_factory=dict)
     #: Ordering-only dependencies: run after these steps, without using their outputs.
     after: tuple[str, ...] = ()
     #: Params exposed to the process as `MLPIPE_PARAM_<NAME>` (template references count as used too).
     params: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
     source: SourceSpec = SourceSpec()
-    target: Annotated[LocalTarget, BeforeValidator(_target_shorthand)] = LocalTarget()
+    target: Annotated[
+        LocalTarget, BeforeValidator(_target_shorthand, json_schema_input_type=Literal["local"] | LocalTarget)
+    ] = LocalTarget()
     retries: int = Field(default=0, ge=0)
     retry_delay: Duration = timedelta(seconds=30)
     timeout: Duration | None = None
-    cache: Annotated[CachePolicy, BeforeValidator(_cache_shorthand)] = CachePolicy()
+    cache: Annotated[CachePolicy, BeforeValidator(_cache_shorthand, json_schema_input_type=bool | CachePolicy)] = (
+        CachePolicy()
+    )
     pool: str | None = None
     queue: str | None = None
 
@@ -153,10 +160,7 @@ class Step(_Frozen):
     @classmethod
     def _argv_only(cls, value: object) -> object:
         if isinstance(value, str):
-            raise ValueError(
-                "`command` must be a list of arguments, not a shell string; "
-                f"write e.g. {value.split()!r}"
-            )
+            raise ValueError(f"`command` must be a list of arguments, not a shell string; write e.g. {value.split()!r}")
         return value
 
     def output(self, name: str) -> str:
@@ -210,8 +214,8 @@ class Pipeline(_Frozen):
 
     def check(self) -> Pipeline:
         """Raise `SpecError` listing every semantic problem; return self when valid."""
-        from airflow_mlpipe.validation import check_pipeline
         from airflow_mlpipe.exceptions import SpecError
+        from airflow_mlpipe.validation import check_pipeline
 
         issues = check_pipeline(self)
         if issues:

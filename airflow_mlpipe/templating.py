@@ -43,18 +43,20 @@ def analyse(templates: Iterable[str]) -> TemplateRefs:
         if "{" not in text:
             continue
         tree = _env().parse(text)
-        for node in tree.find_all(nodes.Name):
-            if node.ctx == "load":
-                refs.names.add(node.name)
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-            if isinstance(node.node, nodes.Name):
-                if isinstance(node, nodes.Getattr):
-                    attr = node.attr
-                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                    attr = node.arg.value
-                else:
-                    continue
-                refs.attrs.setdefault(node.node.name, set()).add(attr)
+        for name in tree.find_all(nodes.Name):
+            if name.ctx == "load":
+                refs.names.add(name.name)
+        for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            base = access.node  # type: ignore[attr-defined]
+            if not isinstance(base, nodes.Name):
+                continue
+            if isinstance(access, nodes.Getattr):
+                attr = access.attr
+            elif isinstance(access, nodes.Getitem) and isinstance(access.arg, nodes.Const):
+                attr = str(access.arg.value)
+            else:
+                continue
+            refs.attrs.setdefault(base.name, set()).add(attr)
     return refs
 
 

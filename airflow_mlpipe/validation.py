@@ -182,14 +182,14 @@ def _check_templates(p: Pipeline, step: Step, issue) -> None:  # type: ignore[no
                 f"`inputs.{name}` is not an input of this step",
                 step=s,
                 field=field,
-                hint=did_you_mean(name, step.inputs) or f"declare it under `inputs:`",
+                hint=did_you_mean(name, step.inputs) or "declare it under `inputs:`",
             )
         for name in sorted(refs.uses("outputs") - set(step.outputs)):
             issue(
                 f"`outputs.{name}` is not an output of this step",
                 step=s,
                 field=field,
-                hint=did_you_mean(name, step.outputs) or f"declare it under `outputs:`",
+                hint=did_you_mean(name, step.outputs) or "declare it under `outputs:`",
             )
 
 

@@ -106,10 +106,10 @@ class BaseStepOperator(BaseOperator):
                 stat_cache.close()
             force = bool((context.get("params") or {}).get("force_rerun"))
             lease = self._lease(fp.key, ti)
-            if step.cache.enabled and not force and (done := self.store.get(fp.key)) is not None:
-                if self.store.outputs_exist(done):
-                    self.log.info("Step `%s` was computed by %s while we waited; reusing it", step.name, done.producer.run_id)
-                    return self._publish(ti, done, hit=True)
+            done = self.store.get(fp.key) if step.cache.enabled and not force else None
+            if done is not None and self.store.outputs_exist(done):
+                self.log.info("Step `%s` was computed by %s meanwhile; reusing it", step.name, done.producer.run_id)
+                return self._publish(ti, done, hit=True)
 
             staging = {name: self.store.new_staging(f"{step.name}-{name}") for name in step.outputs}
             inv = Invocation(

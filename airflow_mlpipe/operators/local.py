@@ -38,7 +38,7 @@ class LocalStepOperator(BaseStepOperator):
         env.update(inv.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
-            self._proc = proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            self._proc = proc = subprocess.Popen(
                 argv,
                 cwd=inv.code_dir,
                 env=env,

@@ -19,13 +19,13 @@ def main() -> None:
     args = parser.parse_args()
 
     with open(args.model / "model.pkl", "rb") as fh:
-        model = pickle.load(fh)  # noqa: S301 - our own artifact from the store
+        model = pickle.load(fh)
     features, labels = read_split(args.data / "test.csv")
     predicted = model.predict(features)
     metrics = {
         "accuracy": round(float(accuracy_score(labels, predicted)), 6),
         "f1_macro": round(float(f1_score(labels, predicted, average="macro")), 6),
-        "test_rows": int(len(labels)),
+        "test_rows": len(labels),
     }
     (args.out / "report.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['f1_macro']:.4f}")

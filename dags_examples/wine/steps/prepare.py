@@ -33,7 +33,7 @@ def main() -> None:
     write_split(args.out / "train.csv", x_train, y_train)
     write_split(args.out / "test.csv", x_test, y_test)
     print(f"snapshot {args.date}: {len(labels)} rows -> {len(y_train)} train, {len(y_test)} test")
-    write_metrics({"rows": int(len(labels)), "train_rows": int(len(y_train)), "test_rows": int(len(y_test))})
+    write_metrics({"rows": len(labels), "train_rows": len(y_train), "test_rows": len(y_test)})
 
 
 if __name__ == "__main__":

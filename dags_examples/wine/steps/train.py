@@ -19,9 +19,7 @@ def main() -> None:
     args = parser.parse_args()
 
     features, labels = read_split(args.data / "train.csv")
-    model = RandomForestClassifier(
-        n_estimators=args.n_estimators, max_depth=args.max_depth, random_state=0, n_jobs=1
-    )
+    model = RandomForestClassifier(n_estimators=args.n_estimators, max_depth=args.max_depth, random_state=0, n_jobs=1)
     model.fit(features, labels)
     with open(args.out / "model.pkl", "wb") as fh:
         pickle.dump(model, fh, protocol=5)
