@@ -113,7 +113,7 @@ def compile_pipeline(
         "tags": sorted({"mlpipe", *pipeline.tags}),
         "params": dag_params(pipeline),
         "doc_md": dag_doc(pipeline),
-        "description": (pipeline.description or "").strip().splitlines()[0][:200] if pipeline.description else None,
+        "description": next(iter((pipeline.description or "").strip().splitlines()), "")[:200] or None,
         "render_template_as_native_obj": False,
     }
     if pipeline.max_active_runs:

@@ -35,6 +35,7 @@ class StatCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self._mem: dict[tuple[str, tuple[int, ...]], str] = {}
+        self._pending: list[tuple[str, str, str]] = []
         self._db: sqlite3.Connection | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,13 +60,21 @@ class StatCache:
     def put(self, path: str, sig: tuple[int, ...], digest: str) -> None:
         self._mem[(path, sig)] = digest
         if self._db is not None:
-            self._db.execute(
-                "INSERT OR REPLACE INTO digests (path, sig, digest) VALUES (?, ?, ?)",
-                (path, json.dumps(sig), digest),
-            )
+            self._pending.append((path, json.dumps(sig), digest))
+
+    def flush(self) -> None:
+        """Write new digests in one transaction (one commit per file would dominate small trees)."""
+        if self._db is not None and self._pending:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO digests (path, sig, digest) VALUES (?, ?, ?)", self._pending
+                )
+            self._pending.clear()
 
     def close(self) -> None:
         if self._db is not None:
+            self.flush()
             self._db.close()
             self._db = None
 
@@ -133,12 +142,15 @@ class TreeDigest:
 
 
 def _walk(root: Path, ignore: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
+    """Files under `root` in sorted order; a symlink (to a file or a folder) is an entry
+    of its own, never followed, so repointing it changes the digest."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
         rel_dir = base.relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = sorted(d for d in dirnames if not matches(rel_dir + d, ignore))
-        for name in sorted(filenames):
+        linked = [d for d in dirnames if (base / d).is_symlink()]
+        dirnames[:] = sorted(d for d in dirnames if d not in linked and not matches(rel_dir + d, ignore))
+        for name in sorted([*filenames, *linked]):
             rel = rel_dir + name
             if not matches(rel, ignore):
                 yield rel, base / name

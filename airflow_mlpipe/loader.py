@@ -14,40 +14,43 @@ from airflow_mlpipe.exceptions import SpecError, SpecIssue
 from airflow_mlpipe.spec import Pipeline
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int, path: tuple[str, ...]) -> None:
-        self.key, self.line, self.path = key, line, path
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise _DuplicateKey(str(key), key_node.start_mark.line + 1, ())
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _find_duplicate(
+    node: yaml.Node, path: tuple[str, ...], seen_nodes: set[int]
+) -> tuple[tuple[str, ...], str, int] | None:
+    """(parent path, key, line) of the first repeated mapping key: PyYAML keeps only the last."""
+    if id(node) in seen_nodes:
+        return None
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = str(key_node.value)
+            if key in keys:
+                return path, key, key_node.start_mark.line + 1
+            keys.add(key)
+            if found := _find_duplicate(value_node, (*path, key), seen_nodes):
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            if found := _find_duplicate(item, (*path, f"[{i}]"), seen_nodes):
+                return found
+    return None
 
 
 def _parse_yaml(text: str, file: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
-    except _DuplicateKey as dup:
-        # Most duplicates that matter are step names; say so when the key is one.
-        raise SpecError.single(
-            f"duplicate key `{dup.key}` at line {dup.line}",
-            file=file,
-            step=dup.key if _looks_like_step(text, dup.line) else None,
-            field="steps" if _looks_like_step(text, dup.line) else None,
-            hint="YAML keeps only the last of two equal keys; give every step a unique name",
-        ) from None
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            duplicate = _find_duplicate(node, (), set()) if node is not None else None
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -55,21 +58,26 @@ def _parse_yaml(text: str, file: str) -> Any:
         raise SpecError.single(
             f"not valid YAML{where}: {problem}", file=file, hint="check indentation and quoting"
         ) from None
-
-
-def _looks_like_step(text: str, line: int) -> bool:
-    """True when the duplicate key at `line` sits directly under the top-level `steps:`."""
-    lines = text.splitlines()
-    target = lines[line - 1]
-    indent = len(target) - len(target.lstrip())
-    for prev in reversed(lines[: line - 1]):
-        stripped = prev.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        prev_indent = len(prev) - len(prev.lstrip())
-        if prev_indent < indent:
-            return stripped.startswith("steps:") and prev_indent == 0
-    return False
+    if duplicate is not None:
+        path, key, line = duplicate
+        if path == ("steps",):
+            raise SpecError.single(
+                f"duplicate step name `{key}` (again at line {line})",
+                file=file,
+                step=key,
+                field="name",
+                hint="YAML keeps only the last of two equal keys; give every step a unique name",
+            )
+        in_step = len(path) >= 2 and path[0] == "steps"
+        field = ".".join((*path[2:], key) if in_step else (*path, key)).replace(".[", "[")
+        raise SpecError.single(
+            f"duplicate key `{key}` (again at line {line})",
+            file=file,
+            step=path[1] if in_step else None,
+            field=field,
+            hint="YAML keeps only the last of two equal keys; remove or merge one of them",
+        )
+    return data
 
 
 def _merge_defaults(defaults: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,8 +144,12 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 def _spec_error(exc: ValidationError, file: str, step_names: list[str]) -> SpecError:
     issues = []
-    for err in exc.errors():
+    errors = exc.errors()
+    inside_steps = any(len(e["loc"]) > 1 and e["loc"][0] == "steps" for e in errors)
+    for err in errors:
         loc = list(err["loc"])
+        if inside_steps and loc == ["steps"] and err["type"] == "too_short":
+            continue  # pydantic's echo of a step that failed: the step's own error says why
         step = None
         if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
             step = step_names[loc[1]] if loc[1] < len(step_names) else None

@@ -42,17 +42,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _make_read_only(root: Path) -> None:
-    """Committed outputs are immutable: a step that writes into its input fails loudly."""
+def _make_read_only(root: Path, *, keep_top: bool = False) -> None:
+    """Committed outputs are immutable: a step that writes into its input fails loudly.
+
+    `keep_top` leaves `root` itself writable: renaming a directory to a new parent
+    rewrites its `..` entry, which a non-root owner may not do in a read-only folder.
+    """
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             p = Path(dirpath) / name
             if not p.is_symlink():
-                mode = p.stat().st_mode
-                p.chmod(stat.S_IMODE(mode) & ~0o222)
+                p.chmod(stat.S_IMODE(p.stat().st_mode) & ~0o222)
     for dirpath, _, _ in os.walk(root, topdown=False):
         p = Path(dirpath)
-        p.chmod(stat.S_IMODE(p.stat().st_mode) & ~0o222)
+        if not (keep_top and p == root):
+            p.chmod(stat.S_IMODE(p.stat().st_mode) & ~0o222)
 
 
 class LocalStore(ArtifactStore):
@@ -105,7 +109,7 @@ class LocalStore(ArtifactStore):
         if final.exists():
             shutil.rmtree(staging)  # same content is already stored
         else:
-            _make_read_only(staging)
+            _make_read_only(staging, keep_top=True)
             try:
                 os.rename(staging, final)
             except OSError as exc:
@@ -114,6 +118,8 @@ class LocalStore(ArtifactStore):
                 # Another task committed identical content a moment ago.
                 _make_writable(staging)
                 shutil.rmtree(staging)
+            else:
+                final.chmod(stat.S_IMODE(final.stat().st_mode) & ~0o222)
         return OutputRecord(digest=tree.digest, uri=str(final), size=tree.size, files=len(tree.files))
 
     def local_path(self, output: OutputRecord) -> Path:
@@ -149,20 +155,24 @@ class LocalStore(ArtifactStore):
         )
         path = self._lease_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                current = self._read_lease(key)
-                if current is not None and current.is_live():
-                    return None
-                # Stale (expired, or its process is gone): break it once and retry.
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(body)
-            return lease
-        return None
+        # Write the whole lease aside, then link it into place: link fails if a lease
+        # exists, and a reader never sees a half-written one.
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        tmp.write_text(body, encoding="utf-8")
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, path)
+                    return lease
+                except FileExistsError:
+                    current = self._read_lease(key)
+                    if current is not None and current.is_live():
+                        return None
+                    # Stale (expired, or its process is gone): break it once and retry.
+                    path.unlink(missing_ok=True)
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def release_lease(self, lease: Lease) -> None:
         current = self._read_lease(lease.key)
