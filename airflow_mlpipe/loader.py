@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from airflow_mlpipe.exceptions import SpecError, SpecIssue
 from airflow_mlpipe.spec import Pipeline
 
-
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
