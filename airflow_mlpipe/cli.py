@@ -39,7 +39,8 @@ def _compile(args: argparse.Namespace) -> int:
     print(f"DAG `{dag.dag_id}`  schedule={pipeline.schedule}  params={sorted(dag.params.keys())}")
     for task in dag.topological_sort():  # type: ignore[no-untyped-call]
         ups = ", ".join(sorted(task.upstream_task_ids)) or "-"
-        print(f"  {task.task_id:<28} {type(task).__name__:<20} trigger_rule={task.trigger_rule:<12} after: {ups}")
+        rule = getattr(task.trigger_rule, "value", task.trigger_rule)
+        print(f"  {task.task_id:<28} {type(task).__name__:<20} trigger_rule={rule:<12} after: {ups}")
     return 0
 
 
@@ -57,21 +58,30 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from airflow_mlpipe.runner import parse_params, run_pipeline
+    from airflow_mlpipe.runner import ParamError, run_pipeline, split_params
 
     spec = Path(args.file).resolve()
-    conf = {}
-    if spec.suffix != ".py":
-        try:
-            conf = parse_params(args.param, load_pipeline(spec))
-        except ValueError as exc:
-            print(f"mlpipe run: {exc}", file=sys.stderr)
-            return EXIT_INVALID
-    if args.force:
-        conf["force_rerun"] = True
+    try:
+        raw = split_params(args.param)
+    except ParamError as exc:
+        print(f"mlpipe run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    conf: dict[str, object] = {"force_rerun": True} if args.force else {}
     logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc) if args.date else None
     home = Path(args.home or os.environ.get("MLPIPE_HOME") or Path.home() / ".mlpipe").expanduser().resolve()
-    report = run_pipeline(spec, conf=conf, home=home, store=args.store, logical_date=logical_date, verbose=args.verbose)
+    try:
+        report = run_pipeline(
+            spec,
+            conf=conf,
+            cli_params=raw,
+            home=home,
+            store=args.store,
+            logical_date=logical_date,
+            verbose=args.verbose,
+        )
+    except ParamError as exc:
+        print(f"mlpipe run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     print(report.table())
     return 0 if report.ok else EXIT_FAILED
 

@@ -13,9 +13,11 @@ from typing import Any
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from airflow_mlpipe.graph import to_mermaid, topological_order
+from airflow_mlpipe.operators.base import BaseStepOperator
+from airflow_mlpipe.operators.docker import DockerStepOperator
 from airflow_mlpipe.operators.local import LocalStepOperator
 from airflow_mlpipe.sensors.cache_check import CacheCheckSensor
-from airflow_mlpipe.spec import Pipeline, Step
+from airflow_mlpipe.spec import DockerTarget, Pipeline, Step
 from airflow_mlpipe.validation import used_params
 
 #: A check waits this long for another run computing the same key before failing.
@@ -67,7 +69,11 @@ def _start_date(value: date | datetime | None) -> datetime | None:
     return datetime.combine(value, time.min, tzinfo=timezone.utc)
 
 
-def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[CacheCheckSensor, LocalStepOperator]:
+def _run_operator(step: Step) -> type[BaseStepOperator]:
+    return DockerStepOperator if isinstance(step.target, DockerTarget) else LocalStepOperator
+
+
+def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[CacheCheckSensor, BaseStepOperator]:
     timeout = step.timeout.total_seconds() if step.timeout else None
     check = CacheCheckSensor(
         task_id="check",
@@ -75,6 +81,7 @@ def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[Cach
         step=step.name,
         store=store,
         timeout=max(DEFAULT_CHECK_TIMEOUT, timeout or 0),
+        retries=0,  # a check is cheap and deterministic: a failure is worth looking at
         doc_md=f"Cache check of step `{step.name}`: skips `run` when its outputs are already stored.",
     )
     extra: dict[str, Any] = {}
@@ -85,7 +92,7 @@ def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[Cach
     if step.timeout:
         # Backstop only: the operator enforces `timeout` itself and reports it clearly.
         extra["execution_timeout"] = step.timeout + KILL_MARGIN
-    run = LocalStepOperator(
+    run = _run_operator(step)(
         task_id="run",
         pipeline=pipeline,
         step=step.name,
@@ -120,7 +127,7 @@ def compile_pipeline(
         kwargs["max_active_runs"] = pipeline.max_active_runs
     kwargs.update(dag_kwargs)
     with DAG(**kwargs) as dag:
-        tasks: dict[str, tuple[CacheCheckSensor, LocalStepOperator]] = {}
+        tasks: dict[str, tuple[CacheCheckSensor, BaseStepOperator]] = {}
         for name in topological_order(pipeline):
             step = pipeline.step(name)
             with TaskGroup(group_id=name, tooltip=step.description or name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 
@@ -37,3 +38,20 @@ def env_passthrough() -> tuple[str, ...]:
     if value:
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "OPENBLAS_*", "OMP_*", "MKL_*")
+
+
+def passthrough_env(patterns: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+
+
+def docker_user() -> str:
+    """uid:gid a container runs as when the worker is root and the step sets no `user`."""
+    return _get("docker_user") or "65532:65532"
+
+
+def docker_env_passthrough() -> tuple[str, ...]:
+    """Worker variables passed into containers: only CPU-library tuning by default."""
+    value = _get("docker_env_passthrough")
+    if value:
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return ("OPENBLAS_*", "OMP_*", "MKL_*")

@@ -154,7 +154,12 @@ def _spec_error(exc: ValidationError, file: str, step_names: list[str]) -> SpecE
             step = step_names[loc[1]] if loc[1] < len(step_names) else None
             loc = loc[2:]
         # Drop pydantic's union/tag markers so the field reads like the YAML.
-        parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "External")))]
+        parts = [
+            str(p)
+            for i, p in enumerate(loc)
+            if not (isinstance(p, str) and ("[" in p or p in ("str", "External")))
+            and not (i > 0 and loc[i - 1] == "target" and p in ("local", "docker"))
+        ]
         field = ".".join(parts).replace(".[", "[") or None
         message = err["msg"]
         if message.startswith("Value error, "):
@@ -170,8 +175,12 @@ def _hint_for(err: Any) -> str | None:
         return "remove it, or check its spelling against `mlpipe schema`"
     if kind == "missing":
         return "add it"
-    if kind == "literal_error" and err["loc"][-1] == "kind":
-        return "allowed targets: `local`"
+    if kind in ("literal_error", "union_tag_invalid") and err["loc"][-1] in ("kind", "target"):
+        return "allowed targets: `local`, `docker`"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] in ("memory", "shm_size"):
+        return "a size with a unit, e.g. `512m` or `4g`"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "user":
+        return "`root`, or a numeric `uid:gid` such as `1000:1000`"
     return None
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from airflow_mlpipe.loader import load_pipeline
 from airflow_mlpipe.runtime import XCOM_KEY
-from airflow_mlpipe.spec import Pipeline
 from airflow_mlpipe.version import __version__
 
 
@@ -71,22 +70,34 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def parse_params(pairs: list[str], pipeline: Pipeline) -> dict[str, Any]:
-    """`-p name=value` pairs: values are JSON when they parse as JSON, strings otherwise."""
-    conf: dict[str, Any] = {}
+class ParamError(ValueError):
+    """A `-p name=value` the pipeline does not accept."""
+
+
+def split_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
-        if not sep:
-            raise ValueError(f"`-p {pair}`: write `-p name=value`")
-        if name not in pipeline.params and name != "force_rerun":
-            known = ", ".join(sorted(pipeline.params)) or "none"
-            raise ValueError(f"`{name}` is not a param of `{pipeline.name}` (params: {known})")
+        if not sep or not name:
+            raise ParamError(f"`-p {pair}`: write `-p name=value`")
+        params[name] = raw
+    return params
+
+
+def coerce_params(raw: Mapping[str, str], types: Mapping[str, str | None]) -> dict[str, Any]:
+    """Values typed by the param's JSON-schema type: JSON for non-strings, verbatim for strings."""
+    conf: dict[str, Any] = {}
+    for name, text in raw.items():
+        if name not in types:
+            known = ", ".join(f"`{k}`" for k in sorted(types))
+            raise ParamError(f"`{name}` is not a param of this pipeline (params: {known})")
+        if types[name] == "string":
+            conf[name] = text
+            continue
         try:
-            conf[name] = json.loads(raw)
+            conf[name] = json.loads(text)
         except ValueError:
-            conf[name] = raw
-        if pipeline.params.get(name) and pipeline.params[name].type == "string" and not isinstance(conf[name], str):
-            conf[name] = raw
+            conf[name] = text
     return conf
 
 
@@ -142,6 +153,7 @@ def run_pipeline(
     *,
     conf: Mapping[str, Any],
     home: Path,
+    cli_params: Mapping[str, str] | None = None,
     store: str | None = None,
     logical_date: datetime | None = None,
     verbose: bool = False,
@@ -149,6 +161,8 @@ def run_pipeline(
     """Run the pipeline in `spec` (YAML, or a Python DAG file) once and report per step."""
     spec = spec.resolve()
     pipeline = load_pipeline(spec) if spec.suffix != ".py" else None
+    if pipeline is not None:  # refuse bad params before touching anything
+        coerce_params(cli_params or {}, {"force_rerun": "boolean", **{k: v.type for k, v in pipeline.params.items()}})
     env = prepare_home(home, store)
     if not verbose:
         env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
@@ -164,7 +178,9 @@ def run_pipeline(
     if not bag.dags:
         raise RuntimeError(f"`{spec}` defines no DAG")
     dag = next(iter(bag.dags.values()))
-    dag_run = dag.test(logical_date=logical_date, run_conf=dict(conf) or None)
+    types = {name: dag.params.get_param(name).schema.get("type") for name in dag.params}
+    run_conf = {**conf, **coerce_params(cli_params or {}, types)}
+    dag_run = dag.test(logical_date=logical_date, run_conf=run_conf or None)
     return collect_report(dag, dag_run.run_id)
 
 

@@ -20,7 +20,7 @@ from airflow_mlpipe.cache_key import KeyComponents, cache_key
 from airflow_mlpipe.exceptions import InputMissing, SpecError
 from airflow_mlpipe.fingerprint import StatCache, TreeDigest, hash_tree, local_environment_identity
 from airflow_mlpipe.manifest import InputRecord, StepResult
-from airflow_mlpipe.spec import DEFAULT_IGNORE, Pipeline, Step
+from airflow_mlpipe.spec import DEFAULT_IGNORE, DockerTarget, Pipeline, Step
 from airflow_mlpipe.store.base import ArtifactStore
 from airflow_mlpipe.templating import render
 from airflow_mlpipe.validation import used_params
@@ -50,8 +50,18 @@ def upstream_result(ti: Any, step: str) -> StepResult:
 
 
 def environment_identity(step: Step) -> str:
+    """What the step's process runs on: the image ID (content, not tag) or the local interpreter."""
     target = step.target
+    if isinstance(target, DockerTarget):
+        from airflow_mlpipe.hooks.docker import DockerEngine
+
+        image = DockerEngine(target.docker_url, target.docker_conn_id).resolve_image(target.image, target.pull)
+        return image_identity(image.id)
     return local_environment_identity(target.python or sys.executable, target.packages)
+
+
+def image_identity(image_id: str) -> str:
+    return f"image:{image_id}"
 
 
 @dataclass(frozen=True)

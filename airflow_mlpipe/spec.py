@@ -52,8 +52,8 @@ class ParamSpec(_Frozen):
     description: str | None = None
     title: str | None = None
     enum: tuple[JsonValue, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": self.type}
@@ -98,6 +98,29 @@ class LocalTarget(_Frozen):
     python: str | None = None
     #: Distributions whose versions identify the environment; all installed ones when unset.
     packages: tuple[str, ...] | None = None
+
+
+class DockerTarget(_Frozen):
+    """Run the step in a container on a Docker Engine: no network and a non-root user by default."""
+
+    kind: Literal["docker"] = "docker"
+    image: str
+    #: `if_missing` pulls only when the image is not local; `never` fails instead; `always` pulls.
+    pull: Literal["if_missing", "always", "never"] = "if_missing"
+    #: `none` (default), `host`, or the name of a Docker network.
+    network: str = "none"
+    #: `root`, or `uid:gid`; unset runs as the worker's user, or as `[mlpipe] docker_user` for a root worker.
+    user: str | None = Field(default=None, pattern=r"^(root|\d+(:\d+)?)$")
+    cpus: float | None = Field(default=None, gt=0)
+    #: Memory limit with a unit, e.g. `512m`, `4g` (swap is not allowed beyond it).
+    memory: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?[bkmgBKMG]?$")
+    shm_size: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?[bkmgBKMG]?$")
+    #: A number of GPUs (`-1` for all), or a list of device ids.
+    gpus: int | tuple[str, ...] | None = None
+    #: Docker daemon address; default `DOCKER_HOST` or the local socket.
+    docker_url: str | None = None
+    #: Airflow connection with registry credentials (host = registry, login, password).
+    docker_conn_id: str | None = None
 
 
 def _target_shorthand(value: object) -> object:
@@ -145,7 +168,9 @@ class Step(_Frozen):
     env: dict[str, str] = Field(default_factory=dict)
     source: SourceSpec = SourceSpec()
     target: Annotated[
-        LocalTarget, BeforeValidator(_target_shorthand, json_schema_input_type=Literal["local"] | LocalTarget)
+        LocalTarget | DockerTarget,
+        Field(discriminator="kind"),
+        BeforeValidator(_target_shorthand, json_schema_input_type=Literal["local"] | LocalTarget | DockerTarget),
     ] = LocalTarget()
     retries: int = Field(default=0, ge=0)
     retry_delay: Duration = timedelta(seconds=30)

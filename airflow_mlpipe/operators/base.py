@@ -112,6 +112,7 @@ class BaseStepOperator(BaseOperator):
                 return self._publish(ti, done, hit=True)
 
             staging = {name: self.store.new_staging(f"{step.name}-{name}") for name in step.outputs}
+            (workdir / "meta").mkdir()
             inv = Invocation(
                 argv=[],
                 env={},
@@ -119,7 +120,7 @@ class BaseStepOperator(BaseOperator):
                 code_dir=workdir / "code",
                 inputs=fp.input_paths,
                 outputs=staging,
-                metrics_file=workdir / METRICS_FILE,
+                metrics_file=workdir / "meta" / METRICS_FILE,
                 timeout=step.timeout.total_seconds() if step.timeout else None,
                 labels=self._labels(ti),
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import fnmatch
 import os
 import signal
 import subprocess
@@ -11,9 +10,10 @@ import sys
 import threading
 from typing import Any
 
-from airflow_mlpipe.config import env_passthrough
+from airflow_mlpipe.config import env_passthrough, passthrough_env
 from airflow_mlpipe.exceptions import StepFailed, StepTimeout
 from airflow_mlpipe.operators.base import BaseStepOperator, Invocation
+from airflow_mlpipe.spec import LocalTarget
 
 #: Lines of the step's log quoted in the failure message.
 LOG_TAIL = 30
@@ -31,11 +31,10 @@ class LocalStepOperator(BaseStepOperator):
 
     def run_process(self, inv: Invocation, context: Any) -> None:
         argv = list(inv.argv)
+        target = self.step.target
         if argv[0] == "python":
-            argv[0] = self.step.target.python or sys.executable
-        patterns = env_passthrough()
-        env = {k: v for k, v in os.environ.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
-        env.update(inv.env)
+            argv[0] = (target.python if isinstance(target, LocalTarget) else None) or sys.executable
+        env = {**passthrough_env(env_passthrough()), **inv.env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
             self._proc = proc = subprocess.Popen(

@@ -13,6 +13,7 @@ from airflow_mlpipe.cache_key import explain_change
 from airflow_mlpipe.config import stat_cache_path
 from airflow_mlpipe.exceptions import SpecError
 from airflow_mlpipe.fingerprint import StatCache
+from airflow_mlpipe.hooks.docker import ImageUnavailable
 from airflow_mlpipe.manifest import Manifest, StepResult
 from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, environment_identity
 from airflow_mlpipe.spec import Pipeline, Step
@@ -51,6 +52,10 @@ class CacheCheckSensor(BaseSensorOperator, SkipMixin):
             fp = runtime.fingerprint(runtime.code_tree(cache=stat_cache), environment_identity(step))
         except SpecError as exc:
             raise AirflowFailException(str(exc)) from exc
+        except ImageUnavailable as exc:
+            if exc.retryable:
+                raise
+            raise AirflowFailException(f"Step `{step.name}`: {exc}") from exc
         finally:
             stat_cache.close()
         short = fp.key[:12]

@@ -336,11 +336,39 @@ def test_bad_target_kind_lists_the_allowed_ones(load_error) -> None:
           other: {command: [python, x.py]}
           train:
             command: [python, a.py]
+            target: {kind: spaceship}
+        """
+    )
+    issue = find_issue(err, step="train", field="target")
+    assert "`local`" in f"{issue.message} {issue.hint}" and "`docker`" in f"{issue.message} {issue.hint}"
+
+
+def test_docker_target_without_image_names_the_field(load_error) -> None:
+    err, _ = load_error(
+        """
+        name: p
+        steps:
+          train:
+            command: [python, a.py]
             target: docker
         """
     )
-    issue = find_issue(err, step="train", field="target.kind")
-    assert "`local`" in f"{issue.message} {issue.hint}"
+    issue = find_issue(err, step="train", field="target.image")
+    assert "required" in issue.message.lower()
+
+
+def test_docker_target_bad_memory_and_user_explain_the_format(load_error) -> None:
+    err, _ = load_error(
+        """
+        name: p
+        steps:
+          train:
+            command: [python, a.py]
+            target: {kind: docker, image: x, memory: lots, user: admin}
+        """
+    )
+    assert "512m" in (find_issue(err, step="train", field="target.memory").hint or "")
+    assert "uid:gid" in (find_issue(err, step="train", field="target.user").hint or "")
 
 
 def test_single_step_error_is_not_followed_by_a_spurious_empty_steps_issue(load_error) -> None:
