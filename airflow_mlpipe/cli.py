@@ -78,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
             store=args.store,
             logical_date=logical_date,
             verbose=args.verbose,
+            local=args.local,
         )
     except ParamError as exc:
         print(f"mlpipe run: {exc}", file=sys.stderr)
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="set a param")
     p.add_argument("--date", help="logical date YYYY-MM-DD (default: none, like a manual trigger)")
     p.add_argument("--force", action="store_true", help="recompute every step (force_rerun)")
+    p.add_argument("--local", action="store_true", help="run every step on the local target (no Docker)")
     p.add_argument("--home", help="private Airflow home and store (default: $MLPIPE_HOME or ~/.mlpipe)")
     p.add_argument("--store", help="artifact store root (default: $AIRFLOW__MLPIPE__STORE or HOME/store)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Airflow's and the steps' logs")

@@ -132,7 +132,7 @@ def migrate_db(home: Path, env: Mapping[str, str]) -> None:
     stamp.touch()
 
 
-def write_dag_file(dags: Path, spec: Path, name: str) -> Path:
+def write_dag_file(dags: Path, spec: Path, name: str, *, local: bool = False) -> Path:
     """The two-line DAG file for `spec`, so Airflow parses the pipeline as it would in production."""
     for old in dags.glob("mlpipe_run_*.py"):
         old.unlink()
@@ -143,7 +143,8 @@ def write_dag_file(dags: Path, spec: Path, name: str) -> Path:
             f"globals().update({{k: v for k, v in runpy.run_path({str(spec)!r}).items() if isinstance(v, DAG)}})\n"
         )
     else:
-        body = f"from airflow_mlpipe import load_pipeline\n\ndag = load_pipeline({str(spec)!r}).to_dag()\n"
+        convert = ".on_local_target()" if local else ""
+        body = f"from airflow_mlpipe import load_pipeline\n\ndag = load_pipeline({str(spec)!r}){convert}.to_dag()\n"
     path.write_text(f"# Written by `mlpipe run` (airflow-mlpipe {__version__}).\n{body}")
     return path
 
@@ -157,6 +158,7 @@ def run_pipeline(
     store: str | None = None,
     logical_date: datetime | None = None,
     verbose: bool = False,
+    local: bool = False,
 ) -> RunReport:
     """Run the pipeline in `spec` (YAML, or a Python DAG file) once and report per step."""
     spec = spec.resolve()
@@ -171,7 +173,9 @@ def run_pipeline(
 
     from airflow.dag_processing.dagbag import DagBag
 
-    dag_file = write_dag_file(home / "dags", spec, pipeline.name if pipeline else spec.stem)
+    if local and pipeline is None:
+        raise ParamError("`--local` works with YAML pipelines only; set the targets in the Python file instead")
+    dag_file = write_dag_file(home / "dags", spec, pipeline.name if pipeline else spec.stem, local=local)
     bag = DagBag(dag_folder=str(dag_file))
     if bag.import_errors:
         raise RuntimeError("\n".join(bag.import_errors.values()))

@@ -251,6 +251,12 @@ class Pipeline(_Frozen):
         base = self.base_dir or Path.cwd()
         return (base / (step.source.dir or self.source)).resolve()
 
+    def on_local_target(self) -> Pipeline:
+        """The same pipeline with every step on the local target (a machine without Docker)."""
+        return self.model_copy(
+            update={"steps": tuple(s.model_copy(update={"target": LocalTarget()}) for s in self.steps)}
+        )
+
     def to_dag(self, dag_id: str | None = None, **dag_kwargs: Any) -> DAG:
         """Compile into an Airflow DAG (pure: no I/O beyond what the spec already holds)."""
         from airflow_mlpipe.compiler import compile_pipeline

@@ -16,17 +16,15 @@ import pytest
 from airflow_mlpipe.runner import RunReport, run_pipeline
 from airflow_mlpipe.store import LocalStore
 from tests.conftest import EXAMPLES
+from tests.integration.helpers import manifests, results, write_pipeline
 
 pytestmark = pytest.mark.airflow
 
 
-def results(report: RunReport) -> dict[str, str]:
-    return {row.step: row.cache for row in report.rows}
-
-
 @pytest.fixture
 def wine(tmp_path: Path) -> Path:
-    """A private copy of the example, so tests can edit its scripts."""
+    """A private copy of the example, so tests can edit its scripts; run on the local
+    target (the Docker tests run it in containers)."""
     dest = tmp_path / "wine"
     shutil.copytree(EXAMPLES / "wine", dest, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
@@ -38,16 +36,12 @@ def run_wine(wine: Path, store: Path, airflow_home: Path, tmp_path: Path):
 
     def run(**params: object) -> RunReport:
         conf = {"registry": str(registry), **params}
-        report = run_pipeline(wine / "pipeline.yaml", conf=conf, home=airflow_home, store=str(store))
+        report = run_pipeline(wine / "pipeline.yaml", conf=conf, home=airflow_home, store=str(store), local=True)
         print(report.table())
         assert report.ok, report.table()
         return report
 
     return run
-
-
-def manifests(store: Path) -> set[Path]:
-    return set((store / "manifests").rglob("*.json"))
 
 
 def test_first_run_computes_every_step_and_second_run_hits_all(run_wine, store: Path, tmp_path: Path) -> None:
@@ -115,15 +109,6 @@ def test_force_rerun_recomputes_everything(run_wine) -> None:
 
 
 # -- small pipelines for the edges ------------------------------------------------
-
-
-def write_pipeline(root: Path, yaml_text: str, scripts: dict[str, str]) -> Path:
-    (root / "steps").mkdir(parents=True, exist_ok=True)
-    for name, body in scripts.items():
-        (root / "steps" / name).write_text(textwrap.dedent(body))
-    spec = root / "pipeline.yaml"
-    spec.write_text(textwrap.dedent(yaml_text))
-    return spec
 
 
 DATED = """
