@@ -67,7 +67,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"mlpipe run: {exc}", file=sys.stderr)
         return EXIT_INVALID
     conf: dict[str, object] = {"force_rerun": True} if args.force else {}
-    logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc) if args.date else None
+    try:
+        logical_date = datetime.strptime(args.date, "%Y-%m-%d").replace(tzinfo=timezone.utc) if args.date else None
+    except ValueError:
+        print(f"mlpipe run: `--date {args.date}` is not a date; write YYYY-MM-DD, e.g. 2026-11-02", file=sys.stderr)
+        return EXIT_INVALID
     home = Path(args.home or os.environ.get("MLPIPE_HOME") or Path.home() / ".mlpipe").expanduser().resolve()
     try:
         report = run_pipeline(

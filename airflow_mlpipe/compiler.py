@@ -7,7 +7,7 @@ step holds `check` (the cache sensor) and `run`.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
@@ -22,8 +22,6 @@ from airflow_mlpipe.validation import used_params
 
 #: A check waits this long for another run computing the same key before failing.
 DEFAULT_CHECK_TIMEOUT = 24 * 3600
-#: Airflow's own timeout fires this long after the step's, as a backstop.
-KILL_MARGIN = timedelta(seconds=60)
 
 
 def dag_params(pipeline: Pipeline) -> dict[str, Param]:
@@ -89,9 +87,6 @@ def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[Cach
         extra["pool"] = step.pool
     if step.queue:
         extra["queue"] = step.queue
-    if step.timeout:
-        # Backstop only: the operator enforces `timeout` itself and reports it clearly.
-        extra["execution_timeout"] = step.timeout + KILL_MARGIN
     run = _run_operator(step)(
         task_id="run",
         pipeline=pipeline,

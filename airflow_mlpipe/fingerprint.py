@@ -142,15 +142,22 @@ class TreeDigest:
 
 
 def _walk(root: Path, ignore: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
-    """Files under `root` in sorted order; a symlink (to a file or a folder) is an entry
-    of its own, never followed, so repointing it changes the digest."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    """Files under `root` in sorted order. Symlinks are followed (their content is what a
+    step reads), each real folder once, so a link cycle cannot loop."""
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         base = Path(dirpath)
         rel_dir = base.relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        linked = [d for d in dirnames if (base / d).is_symlink()]
-        dirnames[:] = sorted(d for d in dirnames if d not in linked and not matches(rel_dir + d, ignore))
-        for name in sorted([*filenames, *linked]):
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(base / d)
+            if matches(rel_dir + d, ignore) or real in seen:
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
             rel = rel_dir + name
             if not matches(rel, ignore):
                 yield rel, base / name
@@ -177,16 +184,16 @@ def hash_tree(
     for rel, path in _walk(root, tuple(ignore)):
         if not matches(rel, include) or matches(rel, exclude):
             continue
-        st = path.lstat()
-        if stat.S_ISLNK(st.st_mode):
-            # Links are content too: hash what they point to, by name.
-            target = os.readlink(path)
-            digest, mode = hash_bytes(b"link:" + target.encode()), "l"
-        elif stat.S_ISREG(st.st_mode):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            # A dangling link: its target text is all there is to hash.
+            digest, mode = hash_bytes(b"dangling-link:" + os.readlink(path).encode()), "l"
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                continue
             digest, mode = hash_file(path, cache), "x" if st.st_mode & 0o111 else "f"
             size += st.st_size
-        else:
-            continue
         files[rel] = digest
         lines.append(f"{rel}\0{mode}\0{digest}\n")
     tree = blake3.blake3(b"mlpipe-tree-v1\n")

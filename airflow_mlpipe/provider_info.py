@@ -12,7 +12,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-mlpipe",
         "name": "ML pipelines (mlpipe)",
         "description": "Compile ML pipelines written in a small DSL (Python or YAML) into Airflow DAGs "
-        "with per-step caching and local, Docker or EC2 targets.",
+        "with per-step caching; steps run as local processes or in Docker containers.",
         "versions": [__version__],
         "integrations": [
             {
@@ -21,7 +21,12 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
-        "operators": [{"integration-name": "mlpipe", "python-modules": ["airflow_mlpipe.operators.local"]}],
+        "operators": [
+            {
+                "integration-name": "mlpipe",
+                "python-modules": ["airflow_mlpipe.operators.local", "airflow_mlpipe.operators.docker"],
+            }
+        ],
         "sensors": [{"integration-name": "mlpipe", "python-modules": ["airflow_mlpipe.sensors.cache_check"]}],
         "config": {
             "mlpipe": {
@@ -51,6 +56,23 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "PATH,HOME,LANG,LC_*,TZ,TMPDIR,OPENBLAS_*,OMP_*,MKL_*",
                         "default": "",
+                    },
+                    "docker_user": {
+                        "description": "uid:gid a Docker step runs as when the worker is root and the step "
+                        "sets no `user` (a non-root worker runs containers as itself).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "65532:65532",
+                        "default": "65532:65532",
+                    },
+                    "docker_env_passthrough": {
+                        "description": "Comma-separated globs of worker environment variables passed into "
+                        "Docker steps (CPU-library tuning only by default); nothing else of the worker's "
+                        "environment reaches a container.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "OPENBLAS_*,OMP_*,MKL_*",
+                        "default": "OPENBLAS_*,OMP_*,MKL_*",
                     },
                 },
             }

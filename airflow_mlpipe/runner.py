@@ -25,7 +25,7 @@ from airflow_mlpipe.version import __version__
 @dataclass(frozen=True)
 class StepRow:
     step: str
-    cache: str  # hit | miss | -
+    cache: str  # hit | miss | reused | -
     state: str  # state of the run task
     seconds: float | None
     key: str | None
@@ -214,7 +214,9 @@ def collect_report(dag: Any, run_id: str) -> RunReport:
             if checked.get("hit"):
                 cache, result, seconds = "hit", checked, check.duration if check else None
             elif check is not None and check.state == "success":
-                cache, result, seconds = "miss", ran, run.duration if run else None
+                # `reused`: the run found the result computed meanwhile by a concurrent run.
+                cache = "reused" if ran.get("hit") else "miss"
+                result, seconds = ran, run.duration if run else None
             else:
                 cache, result, seconds = "-", {}, None
             rows.append(

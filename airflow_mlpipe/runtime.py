@@ -160,11 +160,11 @@ class StepRuntime:
         for rel in self.code_tree(root, self.stat_cache).files:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            src = root / rel
-            if src.is_symlink():
-                target.symlink_to(src.readlink())
+            source = root / rel
+            if source.exists():
+                shutil.copy2(source, target)  # follows links: the copy holds what was hashed
             else:
-                shutil.copy2(src, target)
+                target.symlink_to(source.readlink())  # a dangling link stays one
         return self.code_tree(dest)
 
     def resolve_inputs(self) -> tuple[dict[str, InputRecord], dict[str, Path]]:
@@ -182,7 +182,8 @@ class StepRuntime:
                 records[name] = InputRecord(digest=record.digest, source=ref)
                 paths[name] = self.store.local_path(record)
                 continue
-            path = (base / self.render(ref.path, variables, f"inputs.{name}.path")).resolve()
+            rendered = Path(self.render(ref.path, variables, f"inputs.{name}.path")).expanduser()
+            path = (base / rendered).resolve()
             if not path.exists():
                 raise InputMissing(
                     f"step `{self.step.name}`: input `{name}` not found at `{path}` "

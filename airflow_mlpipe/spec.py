@@ -193,8 +193,16 @@ class Step(_Frozen):
         return f"{self.name}.{name}"
 
     def upstream_refs(self) -> dict[str, tuple[str, str]]:
-        """Input name -> (upstream step, output) for inputs that come from other steps."""
-        return {k: tuple(v.split(".", 1)) for k, v in self.inputs.items() if isinstance(v, str)}  # type: ignore[misc]
+        """Input name -> (upstream step, output) for inputs that come from other steps.
+
+        Malformed references (not `step.output`) are left out; validation reports them.
+        """
+        refs: dict[str, tuple[str, str]] = {}
+        for name, ref in self.inputs.items():
+            if isinstance(ref, str) and ref.count(".") == 1:
+                up, out = ref.split(".")
+                refs[name] = (up, out)
+        return refs
 
     def externals(self) -> dict[str, External]:
         return {k: v for k, v in self.inputs.items() if isinstance(v, External)}

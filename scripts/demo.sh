@@ -8,13 +8,20 @@ mkdir -p "$home"
 home=$(cd "$home" && pwd)
 spec=dags_examples/wine/pipeline.yaml
 
-echo "Steps run on the local target (subprocesses of the Airflow worker)."
+target=()
+if scripts/docker-engine.sh && scripts/build-images.sh; then
+  echo "Steps run in Docker containers (image mlpipe-example:latest)."
+else
+  echo "No Docker Engine could be reached or started (see above): steps run on the local target"
+  echo "(subprocesses of the Airflow worker) instead."
+  target=(--local)
+fi
 echo
 echo "== Run 1: a fresh store, every step computes"
-"$bin/mlpipe" run "$spec" --home "$home" -p registry="$home/registry"
+"$bin/mlpipe" run "$spec" --home "$home" "${target[@]}"
 echo
 echo "== Run 2: nothing changed, every step is a cache hit"
-out=$("$bin/mlpipe" run "$spec" --home "$home" -p registry="$home/registry")
+out=$("$bin/mlpipe" run "$spec" --home "$home" "${target[@]}")
 echo "$out"
 steps=$(grep -c '^[a-z_]\+ \+\(hit\|miss\|-\) ' <<<"$out")
 hits=$(grep -c '^[a-z_]\+ \+hit \+skipped ' <<<"$out")
@@ -23,4 +30,6 @@ if [ "$hits" != "$steps" ]; then
   exit 1
 fi
 echo
-echo "Model registry: $(ls "$home/registry" | tr '\n' ' ')  Store: $home/store"
+release=$(find "$home/store/objects" -name card.json -path '*wine-classifier*' | head -n 1)
+echo "Released model: ${release%/card.json}"
+echo "Artifact store: $home/store"

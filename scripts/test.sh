@@ -5,6 +5,14 @@ bin=${VENV:-.venv}/bin
 mkdir -p var
 status=0
 
+echo "== Docker Engine and test images"
+# The Docker tests need both; under CI=true they fail (not skip) when either is missing.
+if scripts/docker-engine.sh && scripts/build-images.sh; then
+  :
+else
+  echo "test: no Docker Engine or images: the Docker tests will fail under CI=true, skip otherwise" >&2
+fi
+
 echo "== ruff"
 "$bin/ruff" check . && "$bin/ruff" format --check . || status=1
 echo "== mypy"

@@ -8,7 +8,6 @@ or a kill at any point leaves no manifest, so nothing half-written is a hit.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import socket
 import tempfile
@@ -107,10 +106,12 @@ class BaseStepOperator(BaseOperator):
             force = bool((context.get("params") or {}).get("force_rerun"))
             lease = self._lease(fp.key, ti)
             done = self.store.get(fp.key) if step.cache.enabled and not force else None
-            if done is not None and self.store.outputs_exist(done):
+            if done is not None and not self.store.unusable(done, max_age=step.cache.max_age, verify=step.cache.verify):
                 self.log.info("Step `%s` was computed by %s meanwhile; reusing it", step.name, done.producer.run_id)
                 return self._publish(ti, done, hit=True)
 
+            if removed := self.store.remove_stale_staging():
+                self.log.info("Removed %d stale staging dirs left by dead attempts", removed)
             staging = {name: self.store.new_staging(f"{step.name}-{name}") for name in step.outputs}
             (workdir / "meta").mkdir()
             inv = Invocation(
@@ -228,12 +229,15 @@ def _read_metrics(path: Path, step: str) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
     except ValueError as exc:
-        raise StepFailed(step, f"the metrics file `$MLPIPE_METRICS_FILE` is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise StepFailed(
+            step, f"the metrics file `$MLPIPE_METRICS_FILE` is not valid JSON (NaN and Infinity are not allowed): {exc}"
+        ) from exc
+    if not isinstance(data, dict):
         raise StepFailed(step, "the metrics file must hold a JSON object of name -> value")
-    for name, value in data.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise StepFailed(step, f"metric `{name}` is {value}; metrics must be finite numbers, strings or booleans")
     return data
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"`{name}` is not a JSON value")

@@ -59,6 +59,10 @@ class LocalStepOperator(BaseStepOperator):
             raise StepTimeout(
                 self.step_name, f"timed out after {inv.timeout:.0f}s (`timeout` in the spec); process killed", tail
             ) from None
+        except BaseException:
+            # Airflow's own timeout or a signal interrupts the wait: never leave the step running.
+            self._stop(proc)
+            raise
         finally:
             self._proc = None
         reader.join()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
@@ -69,7 +68,7 @@ class CacheCheckSensor(BaseSensorOperator, SkipMixin):
         else:
             manifest = self.store.get(fp.key)
             if manifest is not None:
-                reason = self._unusable(manifest)
+                reason = self.store.unusable(manifest, max_age=step.cache.max_age, verify=step.cache.verify)
                 if reason is None:
                     self._hit(ti, manifest, short)
         if reason is None:
@@ -83,14 +82,6 @@ class CacheCheckSensor(BaseSensorOperator, SkipMixin):
         self.log.info("mlpipe cache MISS for step `%s` (key %s): %s", step.name, short, reason)
         ti.xcom_push(key=XCOM_KEY, value=StepResult(step=step.name, key=fp.key, hit=False).model_dump(mode="json"))
         return True
-
-    def _unusable(self, manifest: Manifest) -> str | None:
-        max_age = self.step.cache.max_age
-        if max_age is not None and datetime.now(timezone.utc) - manifest.finished_at > max_age:
-            return f"the cached result is older than `max_age` ({max_age})"
-        if not self.store.outputs_exist(manifest, verify=self.step.cache.verify):
-            return "the cached outputs are missing or changed in the store"
-        return None
 
     def _hit(self, ti: Any, manifest: Manifest, short: str) -> None:
         producer = manifest.producer

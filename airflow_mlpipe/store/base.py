@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from airflow_mlpipe.durations import format_duration
 from airflow_mlpipe.manifest import Manifest, OutputRecord
 
 
@@ -55,9 +56,21 @@ class ArtifactStore(ABC):
         manifest = self.get(key)
         return manifest is not None and self.outputs_exist(manifest, verify=verify)
 
+    def unusable(self, manifest: Manifest, *, max_age: timedelta | None, verify: bool) -> str | None:
+        """Why a stored result may not be reused (None: it may). One rule for checks and runs."""
+        if max_age is not None and datetime.now(timezone.utc) - manifest.finished_at > max_age:
+            return f"the cached result is older than `max_age` ({format_duration(max_age)})"
+        if not self.outputs_exist(manifest, verify=verify):
+            return "the cached outputs are missing or changed in the store"
+        return None
+
     @abstractmethod
     def new_staging(self, label: str) -> Path:
         """A fresh, empty directory for a step to write one output into."""
+
+    def remove_stale_staging(self, older_than: timedelta = timedelta(days=2)) -> int:
+        """Delete staging areas left by dead attempts; returns how many (stores may no-op)."""
+        return 0
 
     @abstractmethod
     def commit_output(self, staging: Path) -> OutputRecord:

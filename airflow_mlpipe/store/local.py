@@ -5,7 +5,7 @@ Layout under the root::
     objects/ab/<digest>/...      committed outputs, read-only, named by content
     manifests/ab/<key>.json      one per computed cache key
     refs/<pipeline>/<step>.json  the latest key of each step (for "what changed")
-    staging/<uuid>/              outputs being written; never read as results
+    staging/<step>-<output>-<uuid>/  outputs being written; never read as results
     leases/<key>.json            who is computing a key right now
 
 Commits are renames within one file system, and a manifest is written with
@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import stat
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +31,9 @@ from airflow_mlpipe.exceptions import StoreError
 from airflow_mlpipe.fingerprint import hash_tree
 from airflow_mlpipe.manifest import Manifest, OutputRecord
 from airflow_mlpipe.store.base import ArtifactStore, Lease
+
+#: Staging dirs untouched this long belong to attempts that died.
+STALE_STAGING = timedelta(days=2)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -101,6 +105,20 @@ class LocalStore(ArtifactStore):
         path = self.root / "staging" / f"{label}-{uuid.uuid4().hex}"
         path.mkdir(parents=True)
         return path
+
+    def remove_stale_staging(self, older_than: timedelta = STALE_STAGING) -> int:
+        """Delete staging dirs a killed worker left behind (never results, only litter)."""
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for path in (self.root / "staging").glob("*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    _make_writable(path)
+                    shutil.rmtree(path)
+                    removed += 1
+            except OSError:
+                continue  # another worker removed it, or it is not ours to remove
+        return removed
 
     def commit_output(self, staging: Path) -> OutputRecord:
         tree = hash_tree(staging)

@@ -257,7 +257,7 @@ def test_compile_lists_all_tasks(compiled: str) -> None:
     lines = _task_lines(compiled)
     assert list(lines) == WINE_TASKS
     for task, line in lines.items():
-        kind = "CacheCheckSensor" if task.endswith(".check") else "LocalStepOperator"
+        kind = "CacheCheckSensor" if task.endswith(".check") else "DockerStepOperator"
         assert kind in line
         assert "trigger_rule=" in line
     assert lines["evaluate.check"].endswith("after: prepare.run, train.run")

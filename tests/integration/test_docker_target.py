@@ -164,15 +164,14 @@ def test_example_pipeline_runs_in_containers_then_hits_with_no_container(
     docker_client: Any, containers: ContainerCount, tmp_path: Path, store: Path, airflow_home: Path
 ) -> None:
     spec = EXAMPLES / "wine" / "pipeline.yaml"
-    conf = {"registry": str(tmp_path / "registry")}
     containers.start()
-    first = run(spec, store, airflow_home, **conf)
+    first = run(spec, store, airflow_home)
     assert first.ok and set(results(first).values()) == {"miss"}
     assert containers.created() == 4
     assert next(r for r in first.rows if r.step == "evaluate").metrics["accuracy"] >= 0.8
 
     containers.start()
-    second = run(spec, store, airflow_home, **conf)
+    second = run(spec, store, airflow_home)
     assert set(results(second).values()) == {"hit"}
     assert {r.state for r in second.rows} == {"skipped"}
     assert containers.created() == 0

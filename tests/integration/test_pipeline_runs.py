@@ -31,12 +31,9 @@ def wine(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run_wine(wine: Path, store: Path, airflow_home: Path, tmp_path: Path):
-    registry = tmp_path / "registry"
-
+def run_wine(wine: Path, store: Path, airflow_home: Path):
     def run(**params: object) -> RunReport:
-        conf = {"registry": str(registry), **params}
-        report = run_pipeline(wine / "pipeline.yaml", conf=conf, home=airflow_home, store=str(store), local=True)
+        report = run_pipeline(wine / "pipeline.yaml", conf=params, home=airflow_home, store=str(store), local=True)
         print(report.table())
         assert report.ok, report.table()
         return report
@@ -44,13 +41,16 @@ def run_wine(wine: Path, store: Path, airflow_home: Path, tmp_path: Path):
     return run
 
 
-def test_first_run_computes_every_step_and_second_run_hits_all(run_wine, store: Path, tmp_path: Path) -> None:
+def test_first_run_computes_every_step_and_second_run_hits_all(run_wine, store: Path) -> None:
     first = run_wine()
     assert results(first) == {"prepare": "miss", "train": "miss", "evaluate": "miss", "register": "miss"}
     assert {r.state for r in first.rows} == {"success"}
     evaluate = next(r for r in first.rows if r.step == "evaluate")
     assert 0.8 <= evaluate.metrics["accuracy"] <= 1.0
-    assert (tmp_path / "registry" / "v1" / "model.pkl").exists()
+    release = LocalStore(store).get(first.rows[-1].key or "")
+    assert release is not None
+    card = json.loads(next(Path(release.outputs["release"].uri).glob("wine-classifier/*/card.json")).read_text())
+    assert card["metrics"]["accuracy"] == evaluate.metrics["accuracy"]
     before = {p: p.stat().st_mtime_ns for p in manifests(store)}
     assert len(before) == 4
 
@@ -60,7 +60,6 @@ def test_first_run_computes_every_step_and_second_run_hits_all(run_wine, store: 
     assert {r.state for r in second.rows} == {"skipped"}
     assert {p: p.stat().st_mtime_ns for p in manifests(store)} == before
     assert [r.metrics for r in second.rows] == [r.metrics for r in first.rows]
-    assert sorted(p.name for p in (tmp_path / "registry").iterdir()) == ["v1"]
 
 
 def test_editing_one_script_reruns_it_and_downstream_only_when_its_output_changes(run_wine, wine: Path) -> None:
@@ -369,3 +368,28 @@ def test_python_api_pipeline_runs_like_yaml(tmp_path: Path, store: Path, airflow
     assert total is not None and (Path(total.outputs["total"].uri) / "total.txt").read_text() == "10"
     second = run_pipeline(dag_file, conf={"n": 5}, home=airflow_home, store=str(store))
     assert results(second) == {"make": "hit", "total": "hit"}
+
+
+def test_an_expired_result_is_recomputed_not_reused(tmp_path: Path, store: Path, airflow_home: Path) -> None:
+    spec = write_pipeline(
+        tmp_path,
+        """
+        name: aging
+        source: steps
+        steps:
+          stamp:
+            cache: {max_age: 1s}
+            command: [python, stamp.py, "{{ run_date }}", "{{ outputs.out }}"]
+            outputs: [out]
+        """,
+        {"stamp.py": STAMP},
+    )
+    first = run_pipeline(spec, conf={}, home=airflow_home, store=str(store))
+    key = first.rows[0].key or ""
+    produced = LocalStore(store).get(key)
+    time.sleep(1.5)
+    second = run_pipeline(spec, conf={}, home=airflow_home, store=str(store))
+    assert results(second) == {"stamp": "miss"} and second.rows[0].state == "success"
+    again = LocalStore(store).get(key)
+    assert produced is not None and again is not None
+    assert again.finished_at > produced.finished_at  # computed anew, same key

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import ParamValidationError
 from airflow.serialization.serialized_objects import DagSerialization
 
 from airflow_mlpipe import External, ParamSpec, Pipeline, SpecError, Step, compile_pipeline, load_pipeline
-from airflow_mlpipe.compiler import KILL_MARGIN
+from airflow_mlpipe.operators.docker import DockerStepOperator
 from airflow_mlpipe.operators.local import LocalStepOperator
 from airflow_mlpipe.sensors.cache_check import CacheCheckSensor
 
@@ -112,7 +112,7 @@ def test_example_compiles_to_one_group_per_step(wine_dag: DAG) -> None:
         assert isinstance(group, TaskGroup)
         assert sorted(group.children) == [f"{step}.check", f"{step}.run"]
         assert isinstance(wine_dag.get_task(f"{step}.check"), CacheCheckSensor)
-        assert isinstance(wine_dag.get_task(f"{step}.run"), LocalStepOperator)
+        assert isinstance(wine_dag.get_task(f"{step}.run"), DockerStepOperator)
     assert wine_dag.task_ids == WINE_TASKS
     assert len(wine_dag.tasks) == 8
 
@@ -168,7 +168,15 @@ def test_compile_is_stable_across_hash_seeds(wine_dag: DAG) -> None:
 def test_params_become_airflow_params(wine_dag: DAG) -> None:
     params = wine_dag.params
     assert isinstance(params, ParamsDict)
-    assert list(params) == ["test_size", "seed", "n_estimators", "max_depth", "min_accuracy", "registry", "force_rerun"]
+    assert list(params) == [
+        "test_size",
+        "seed",
+        "n_estimators",
+        "max_depth",
+        "min_accuracy",
+        "model_name",
+        "force_rerun",
+    ]
     for name in params:
         assert isinstance(params.get_param(name), Param)
 
@@ -182,8 +190,8 @@ def test_params_become_airflow_params(wine_dag: DAG) -> None:
     seed = params.get_param("seed")
     assert (seed.value, seed.schema["type"]) == (7, "integer")
     assert "minimum" not in seed.schema and "maximum" not in seed.schema
-    registry = params.get_param("registry")
-    assert (registry.value, registry.schema["type"]) == ("~/mlpipe-registry", "string")
+    model_name = params.get_param("model_name")
+    assert (model_name.value, model_name.schema["type"]) == ("wine-classifier", "string")
 
     force = params.get_param("force_rerun")
     assert force.value is False
@@ -196,7 +204,7 @@ def test_params_become_airflow_params(wine_dag: DAG) -> None:
         "n_estimators": 50,
         "max_depth": 4,
         "min_accuracy": 0.8,
-        "registry": "~/mlpipe-registry",
+        "model_name": "wine-classifier",
         "force_rerun": False,
     }
 
@@ -220,7 +228,7 @@ def test_enum_and_title_reach_the_param(tmp_path: Path) -> None:
         ({"test_size": 0.9}, "test_size"),
         ({"test_size": 0.01}, "test_size"),
         ({"n_estimators": 0}, "n_estimators"),
-        ({"registry": 3}, "registry"),
+        ({"model_name": 3}, "model_name"),
         ({"force_rerun": "yes"}, "force_rerun"),
     ],
 )
@@ -242,7 +250,7 @@ def test_params_reject_invalid_run_conf(wine_dag: DAG, conf: dict[str, object], 
 
 
 def test_params_accept_valid_run_conf(wine_dag: DAG) -> None:
-    conf = {"seed": 3, "test_size": 0.5, "registry": "/tmp/reg", "force_rerun": True}
+    conf = {"seed": 3, "test_size": 0.5, "model_name": "iris", "force_rerun": True}
     resolved = process_params(wine_dag, wine_dag.tasks[0], conf, suppress_exception=False)
     assert {k: resolved[k] for k in conf} == conf
     serialized = DagSerialization.from_dict(DagSerialization.to_dict(wine_dag))
@@ -331,14 +339,16 @@ def test_max_active_runs_from_spec(tmp_path: Path) -> None:
 
 # -- task-level settings -------------------------------------------------------------------
 def test_example_step_settings_reach_the_run_task(wine_dag: DAG) -> None:
-    assert timedelta(seconds=60) == KILL_MARGIN
-    # The example sets `defaults: {retries: 1, timeout: 10m}`.
+    # The example sets `defaults: {retries: 1, timeout: 10m}`. The operator enforces the
+    # timeout on the step's process itself (Airflow's execution_timeout would also count
+    # the time spent waiting for another run computing the same key).
     for step in WINE_STEPS:
         run = wine_dag.get_task(f"{step}.run")
         check = wine_dag.get_task(f"{step}.check")
         assert run.retries == 1
         assert run.retry_delay == timedelta(seconds=30)
-        assert run.execution_timeout == timedelta(minutes=10) + KILL_MARGIN
+        assert run.step.timeout == timedelta(minutes=10)
+        assert run.execution_timeout is None
         assert check.retries == 0
         assert check.execution_timeout is None
 
@@ -348,7 +358,8 @@ def test_python_step_settings_reach_the_run_task(tmp_path: Path) -> None:
     run = dag.get_task("train.run")
     assert run.retries == 3
     assert run.retry_delay == timedelta(minutes=2)
-    assert run.execution_timeout == timedelta(hours=1, seconds=60)
+    assert run.step.timeout == timedelta(hours=1)
+    assert run.execution_timeout is None
     assert run.pool == "gpu_pool"
     assert run.queue == "gpu_queue"
     assert run.doc_md == "Fits the model."
@@ -560,3 +571,9 @@ def test_blank_description_compiles(tmp_path: Path) -> None:
     dag = pipeline.to_dag()
     assert not dag.description
     assert dag.task_ids
+
+
+def test_on_local_target_runs_every_step_as_a_local_process() -> None:
+    dag = load_pipeline(WINE).on_local_target().to_dag()
+    for step in WINE_STEPS:
+        assert isinstance(dag.get_task(f"{step}.run"), LocalStepOperator)

@@ -227,20 +227,36 @@ def test_executable_bit_changes_the_digest(tmp_path: Path) -> None:
     assert hash_tree(root).digest == plain.digest  # read/write bits do not count
 
 
-def test_symlink_is_hashed_by_its_target_not_followed(tmp_path: Path) -> None:
+def test_symlink_is_followed_and_hashed_by_content(tmp_path: Path) -> None:
+    """A step reads what a link points to, so the link's content is what counts."""
+    outside = make_tree(tmp_path / "outside", {"lib.py": "v1"})
     root = make_tree(tmp_path / "t", {"a.txt": "A", "b.txt": "B"})
     (root / "link").symlink_to("a.txt")
-    to_a = hash_tree(root)
-    write(root / "a.txt", "changed")  # the link entry itself does not change...
-    assert to_a.files["link"] == hash_tree(root).files["link"]
+    (root / "ext").symlink_to(outside / "lib.py")
+    first = hash_tree(root)
+    assert first.files["link"] == first.files["a.txt"]
+
+    write(outside / "lib.py", "v2")  # an edit behind a link pointing outside the folder
+    assert hash_tree(root).files["ext"] != first.files["ext"]
 
     (root / "link").unlink()
     (root / "link").symlink_to("b.txt")
-    to_b = hash_tree(root)
+    assert hash_tree(root).files["link"] == first.files["b.txt"]
 
-    assert to_a.files["link"] != to_b.files["link"]
-    assert to_b.files["link"] != to_b.files["b.txt"]  # a link is not a copy
-    assert "link" in to_b.files
+
+def test_dangling_symlink_is_hashed_by_its_target_text(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "t", {"a.txt": "A"})
+    (root / "gone").symlink_to("missing-1")
+    one = hash_tree(root)
+    (root / "gone").unlink()
+    (root / "gone").symlink_to("missing-2")
+    assert hash_tree(root).files["gone"] != one.files["gone"]
+
+
+def test_symlink_cycle_does_not_loop(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "t", {"d/x.txt": "x"})
+    (root / "d" / "back").symlink_to(root)
+    assert set(hash_tree(root).files) == {"d/x.txt"}
 
 
 def test_dangling_symlink_is_hashed(tmp_path: Path) -> None:

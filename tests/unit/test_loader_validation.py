@@ -750,3 +750,18 @@ def test_several_shape_problems_are_reported_together(load_error) -> None:
     )
     located = {(i.step, i.field) for i in err.issues}
     assert {("train", "retires"), ("score", "command")} <= located
+
+
+def test_input_reference_without_a_dot_is_a_spec_error_not_a_crash(load_error) -> None:
+    err, _ = load_error(
+        """
+        name: p
+        steps:
+          a: {command: [x], outputs: [o]}
+          b:
+            command: [x]
+            inputs: {data: justaname}
+        """
+    )
+    issue = find_issue(err, step="b", field="inputs.data")
+    assert "step.output" in f"{issue.message} {issue.hint}"

@@ -1,7 +1,10 @@
-"""Register the model as a new version in a folder registry when it is good enough.
+"""Register the model as a versioned model directory when it is good enough.
 
-Versions are immutable folders `v1`, `v2`, ... holding the model and a model card;
-registering the same model bytes again returns the existing version.
+The release output holds `<model name>/<version>/` with the model and a model card.
+The version is the run date plus the model's content hash: sortable, and the same
+bytes always get the same version. The artifact store keeps every release with its
+lineage (which run, which data, which code produced it), so the release is a pure
+function of its inputs and can be cached like any other step.
 """
 
 from __future__ import annotations
@@ -9,22 +12,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from common import write_metrics
-
-
-def existing_versions(registry: Path) -> dict[int, dict[str, object]]:
-    versions = {}
-    for card in registry.glob("v*/card.json"):
-        try:
-            versions[int(card.parent.name[1:])] = json.loads(card.read_text())
-        except ValueError:
-            continue
-    return versions
 
 
 def main() -> None:
@@ -32,38 +23,30 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--min-accuracy", type=float, required=True)
-    parser.add_argument("--registry", required=True)
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--date", required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     report = json.loads((args.report / "report.json").read_text())
     model_file = args.model / "model.pkl"
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
-    release: dict[str, object] = {"model_sha256": digest, "accuracy": report["accuracy"]}
+    release: dict[str, object] = {"model_name": args.model_name, "model_sha256": digest, "metrics": report}
 
     if report["accuracy"] < args.min_accuracy:
         release.update(registered=False, reason=f"accuracy {report['accuracy']} < {args.min_accuracy}")
         print(f"not registered: {release['reason']}")
     else:
-        registry = Path(os.path.expanduser(args.registry))
-        registry.mkdir(parents=True, exist_ok=True)
-        versions = existing_versions(registry)
-        same = [v for v, card in versions.items() if card.get("model_sha256") == digest]
-        if same:
-            version = min(same)
-            print(f"model already registered as v{version}")
-        else:
-            version = max(versions, default=0) + 1
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=registry))
-            shutil.copy2(model_file, staging / "model.pkl")
-            card = {"version": version, "model_sha256": digest, "metrics": report}
-            (staging / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-            staging.chmod(0o755)
-            os.rename(staging, registry / f"v{version}")  # a version appears whole or not at all
-            print(f"registered model as v{version} in {registry}")
-        release.update(registered=True, version=version, path=str(registry / f"v{version}"))
+        version = f"{args.date}.{digest[:8]}"
+        target = args.out / args.model_name / version
+        target.mkdir(parents=True)
+        shutil.copyfile(model_file, target / "model.pkl")
+        card = {"name": args.model_name, "version": version, "model_sha256": digest, "metrics": report}
+        (target / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        release.update(registered=True, version=version, path=f"{args.model_name}/{version}")
+        print(f"registered {args.model_name} {version} (accuracy {report['accuracy']:.4f})")
     (args.out / "release.json").write_text(json.dumps(release, indent=2, sort_keys=True))
-    write_metrics({"registered": bool(release["registered"]), "version": int(release.get("version", 0))})
+    write_metrics({"registered": bool(release["registered"])})
 
 
 if __name__ == "__main__":
