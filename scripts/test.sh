@@ -13,6 +13,10 @@ else
   echo "test: no Docker Engine or images: the Docker tests will fail under CI=true, skip otherwise" >&2
 fi
 
+echo "== Debian tools for the tests (a private Docker registry with basic auth)"
+scripts/apt-install.sh docker-registry=docker-registry htpasswd=apache2-utils \
+  || echo "test: the registry tests will fail under CI=true, skip otherwise" >&2
+
 echo "== ruff"
 "$bin/ruff" check . && "$bin/ruff" format --check . || status=1
 echo "== mypy"

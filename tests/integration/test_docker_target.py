@@ -28,31 +28,10 @@ import pytest
 from airflow_mlpipe.runner import RunReport, run_pipeline
 from airflow_mlpipe.store import LocalStore
 from tests.conftest import EXAMPLES
+from tests.integration.conftest import TEST_IMAGE
 from tests.integration.helpers import manifests, results, write_pipeline
 
 pytestmark = pytest.mark.docker
-TEST_IMAGE = "mlpipe-test:latest"
-EXAMPLE_IMAGE = "mlpipe-example:latest"
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        for image in (TEST_IMAGE, EXAMPLE_IMAGE):
-            client.images.get(image)
-    except Exception as exc:
-        message = (
-            f"Docker engine or test images unavailable ({exc}); "
-            "run scripts/docker-engine.sh and scripts/build-images.sh"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
 
 
 class ContainerCount:
