@@ -48,9 +48,7 @@ def _free_port() -> int:
 def registry(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Registry]:
     for tool in ("docker-registry", "htpasswd"):
         if shutil.which(tool) is None:
-            unavailable(
-                f"`{tool}` is missing; run scripts/apt-install.sh docker-registry=docker-registry htpasswd=apache2-utils"
-            )
+            unavailable(f"`{tool}` is missing; scripts/apt-install.sh installs it (see scripts/test.sh)")
     root = tmp_path_factory.mktemp("registry")
     htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, text=True, check=True)
     (root / "htpasswd").write_text(htpasswd.stdout)
@@ -93,10 +91,8 @@ def private_image(registry: Registry, docker_client: Any) -> Iterator[str]:
         assert "error" not in line, line
     docker_client.images.remove(f"{name}:1")
     yield f"{name}:1"
-    try:
+    with contextlib.suppress(Exception):  # absent when the test did not pull it
         docker_client.images.remove(f"{name}:1")
-    except Exception:
-        pass
 
 
 PIPELINE = """
