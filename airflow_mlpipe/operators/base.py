@@ -25,8 +25,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_mlpipe.config import stat_cache_path
 from airflow_mlpipe.exceptions import SpecError, StepFailed
 from airflow_mlpipe.fingerprint import StatCache
-from airflow_mlpipe.manifest import Manifest, Producer, StepResult
-from airflow_mlpipe.runtime import XCOM_KEY, StepRuntime, environment_identity
+from airflow_mlpipe.manifest import Manifest, OutputRecord, Producer, StepResult
+from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, environment_identity
 from airflow_mlpipe.spec import Pipeline, Step
 from airflow_mlpipe.store import ArtifactStore, Lease, get_store
 from airflow_mlpipe.version import __version__
@@ -87,28 +87,21 @@ class BaseStepOperator(BaseOperator):
         """Run the step; raise `StepFailed` on a non-zero exit, timeout or kill."""
 
     # -- the flow --------------------------------------------------------------
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> None:
         ti = context["ti"]
         step = self.step
         workdir = Path(tempfile.mkdtemp(prefix=f"mlpipe-{step.name}-"))
         staging: dict[str, Path] = {}
         lease: Lease | None = None
-        stat_cache = StatCache(stat_cache_path())
         try:
-            try:
-                runtime = StepRuntime.from_context(self.pipeline, step, context, self.store, stat_cache)
-                code = runtime.snapshot_code(workdir / "code")
-                fp = runtime.fingerprint(code, self.environment_identity())
-            except SpecError as exc:
-                raise AirflowFailException(str(exc)) from exc
-            finally:
-                stat_cache.close()
-            force = bool((context.get("params") or {}).get("force_rerun"))
+            runtime, fp = self._fingerprint(context, workdir)
             lease = self._lease(fp.key, ti)
+            force = bool((context.get("params") or {}).get("force_rerun"))
             done = self.store.get(fp.key) if step.cache.enabled and not force else None
             if done is not None and not self.store.unusable(done, max_age=step.cache.max_age, verify=step.cache.verify):
                 self.log.info("Step `%s` was computed by %s meanwhile; reusing it", step.name, done.producer.run_id)
-                return self._publish(ti, done, hit=True)
+                self._publish(ti, done, hit=True)
+                return
 
             if removed := self.store.remove_stale_staging():
                 self.log.info("Removed %d stale staging dirs left by dead attempts", removed)
@@ -133,41 +126,12 @@ class BaseStepOperator(BaseOperator):
             t0 = time.monotonic()
             self.log.info("Running step `%s`: %s", step.name, inv.argv)
             self.run_process(inv, context)
-            elapsed = time.monotonic() - t0
+            finished = started + timedelta(seconds=time.monotonic() - t0)
             metrics = _read_metrics(inv.metrics_file, step.name)
             outputs = {name: self.store.commit_output(path) for name, path in staging.items()}
             staging = {}
-            manifest = Manifest(
-                key=fp.key,
-                pipeline=self.pipeline.name,
-                step=step.name,
-                components=fp.components,
-                code_files=fp.code.files,
-                inputs=fp.inputs,
-                outputs=outputs,
-                metrics=metrics,
-                started_at=started,
-                finished_at=started + timedelta(seconds=elapsed),
-                producer=Producer(
-                    dag_id=ti.dag_id,
-                    run_id=ti.run_id,
-                    task_id=ti.task_id,
-                    try_number=ti.try_number,
-                    hostname=socket.gethostname(),
-                ),
-                mlpipe_version=__version__,
-            )
-            self.store.put(manifest)  # last: only now is this a cache hit
-            self.store.set_latest(manifest)
-            self.log.info(
-                "Step `%s` done in %.1fs; key %s; outputs %s; metrics %s",
-                step.name,
-                elapsed,
-                fp.key[:12],
-                {k: v.digest[:12] for k, v in outputs.items()},
-                metrics,
-            )
-            return self._publish(ti, manifest, hit=False)
+            manifest = self._commit(ti, fp, outputs=outputs, metrics=metrics, started=started, finished=finished)
+            self._publish(ti, manifest, hit=False)
         finally:
             for path in staging.values():
                 shutil.rmtree(path, ignore_errors=True)
@@ -175,7 +139,62 @@ class BaseStepOperator(BaseOperator):
             if lease is not None:
                 self.store.release_lease(lease)
 
-    def _publish(self, ti: Any, manifest: Manifest, *, hit: bool) -> dict[str, Any]:
+    def _fingerprint(self, context: Any, workdir: Path) -> tuple[StepRuntime, Fingerprint]:
+        """Copy the step's code into `workdir` and compute the key of exactly that code."""
+        stat_cache = StatCache(stat_cache_path())
+        try:
+            runtime = StepRuntime.from_context(self.pipeline, self.step, context, self.store, stat_cache)
+            code = runtime.snapshot_code(workdir / "code")
+            return runtime, runtime.fingerprint(code, self.environment_identity())
+        except SpecError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            stat_cache.close()
+
+    def _commit(
+        self,
+        ti: Any,
+        fp: Fingerprint,
+        *,
+        outputs: dict[str, OutputRecord],
+        metrics: dict[str, Any],
+        started: datetime,
+        finished: datetime,
+    ) -> Manifest:
+        """Write the manifest after the outputs: only now is the result a cache hit."""
+        manifest = Manifest(
+            key=fp.key,
+            pipeline=self.pipeline.name,
+            step=self.step_name,
+            components=fp.components,
+            code_files=fp.code.files,
+            inputs=fp.inputs,
+            outputs=outputs,
+            metrics=metrics,
+            started_at=started,
+            finished_at=finished,
+            producer=Producer(
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                try_number=ti.try_number,
+                hostname=socket.gethostname(),
+            ),
+            mlpipe_version=__version__,
+        )
+        self.store.put(manifest)
+        self.store.set_latest(manifest)
+        self.log.info(
+            "Step `%s` done in %.1fs; key %s; outputs %s; metrics %s",
+            self.step_name,
+            manifest.duration_s,
+            fp.key[:12],
+            {k: v.digest[:12] for k, v in outputs.items()},
+            metrics,
+        )
+        return manifest
+
+    def _publish(self, ti: Any, manifest: Manifest, *, hit: bool) -> None:
         result = StepResult(
             step=manifest.step,
             key=manifest.key,
@@ -186,7 +205,6 @@ class BaseStepOperator(BaseOperator):
             produced_by=f"{manifest.producer.dag_id}/{manifest.producer.run_id}",
         ).model_dump(mode="json")
         ti.xcom_push(key=XCOM_KEY, value=result)
-        return result
 
     def _lease(self, key: str, ti: Any) -> Lease:
         """Claim the key, waiting while another task computes it (then we reuse its result)."""

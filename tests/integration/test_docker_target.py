@@ -35,15 +35,18 @@ pytestmark = pytest.mark.docker
 
 
 class ContainerCount:
-    """Containers created on the engine (by our label) between start() and stop()."""
+    """Containers of one pipeline created on the engine since start() (by label, so other
+    work on the same engine does not count)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.since = 0
+        self.pipeline = ""
 
-    def start(self) -> None:
+    def start(self, pipeline: str) -> None:
         time.sleep(1.05)  # events are filtered by whole seconds
         self.since = int(time.time())
+        self.pipeline = pipeline
 
     def created(self) -> int:
         until = int(time.time()) + 1
@@ -51,7 +54,7 @@ class ContainerCount:
             since=self.since,
             until=until,
             decode=True,
-            filters={"type": "container", "event": "create", "label": "mlpipe.managed=true"},
+            filters={"type": "container", "event": "create", "label": [f"mlpipe.pipeline={self.pipeline}"]},
         )
         return sum(1 for _ in events)
 
@@ -111,7 +114,7 @@ def test_steps_run_in_isolated_containers_and_hits_create_none(
     docker_client: Any, containers: ContainerCount, tmp_path: Path, store: Path, airflow_home: Path
 ) -> None:
     spec = write_pipeline(tmp_path, TWO_STEPS, {"who.py": WHO, "read.py": READ})
-    containers.start()
+    containers.start("docker_two")
     first = run(spec, store, airflow_home)
     assert first.ok and results(first) == {"who": "miss", "read": "miss"}
     assert containers.created() == 2
@@ -132,24 +135,24 @@ def test_steps_run_in_isolated_containers_and_hits_create_none(
     assert read is not None
     assert (Path(read.outputs["out"].uri) / "input.txt").read_text() == "read-only"
 
-    containers.start()
+    containers.start("docker_two")
     second = run(spec, store, airflow_home)
     assert set(results(second).values()) == {"hit"}
     assert containers.created() == 0
-    assert not docker_client.containers.list(all=True, filters={"label": "mlpipe.managed=true"})
+    assert not docker_client.containers.list(all=True, filters={"label": "mlpipe.pipeline=docker_two"})
 
 
 def test_example_pipeline_runs_in_containers_then_hits_with_no_container(
     docker_client: Any, containers: ContainerCount, tmp_path: Path, store: Path, airflow_home: Path
 ) -> None:
     spec = EXAMPLES / "wine" / "pipeline.yaml"
-    containers.start()
+    containers.start("wine_classifier")
     first = run(spec, store, airflow_home)
     assert first.ok and set(results(first).values()) == {"miss"}
     assert containers.created() == 4
     assert next(r for r in first.rows if r.step == "evaluate").metrics["accuracy"] >= 0.8
 
-    containers.start()
+    containers.start("wine_classifier")
     second = run(spec, store, airflow_home)
     assert set(results(second).values()) == {"hit"}
     assert {r.state for r in second.rows} == {"skipped"}
@@ -239,7 +242,7 @@ def test_exit_code_and_oom_are_reported_clearly(
     assert not report.ok
     assert "out of memory (OOM)" in logs and "`64m`" in logs
     assert not manifests(store)
-    assert not docker_client.containers.list(all=True, filters={"label": "mlpipe.managed=true"})
+    assert not docker_client.containers.list(all=True, filters={"label": "mlpipe.pipeline=docker_failing"})
 
 
 def test_timeout_kills_and_removes_the_container(
@@ -252,7 +255,7 @@ def test_timeout_kills_and_removes_the_container(
     assert time.monotonic() - t0 < 60
     assert not report.ok
     assert "timed out after 3s" in "".join(capfd.readouterr())
-    assert not docker_client.containers.list(all=True, filters={"label": "mlpipe.managed=true"})
+    assert not docker_client.containers.list(all=True, filters={"label": "mlpipe.pipeline=docker_failing"})
 
 
 # -- a worker killed with SIGKILL ------------------------------------------------------------------
