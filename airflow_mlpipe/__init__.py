@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from airflow_mlpipe.compiler import compile_pipeline
     from airflow_mlpipe.exceptions import MlpipeError, SpecError, StepFailed
     from airflow_mlpipe.loader import load_pipeline
+    from airflow_mlpipe.operators.docker import DockerStepOperator
     from airflow_mlpipe.operators.local import LocalStepOperator
     from airflow_mlpipe.provider_info import get_provider_info
     from airflow_mlpipe.sensors.cache_check import CacheCheckSensor
     from airflow_mlpipe.spec import (
         CachePolicy,
+        DockerTarget,
         External,
         LocalTarget,
         OutputSpec,
@@ -38,6 +40,7 @@ _EXPORTS = {
     "OutputSpec": "spec",
     "SourceSpec": "spec",
     "LocalTarget": "spec",
+    "DockerTarget": "spec",
     "CachePolicy": "spec",
     "load_pipeline": "loader",
     "compile_pipeline": "compiler",
@@ -47,6 +50,7 @@ _EXPORTS = {
     "LocalStore": "store",
     "CacheCheckSensor": "sensors.cache_check",
     "LocalStepOperator": "operators.local",
+    "DockerStepOperator": "operators.docker",
     "get_provider_info": "provider_info",
 }
 
@@ -59,6 +63,7 @@ __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
     "OutputSpec",
     "SourceSpec",
     "LocalTarget",
+    "DockerTarget",
     "CachePolicy",
     "load_pipeline",
     "compile_pipeline",
@@ -68,6 +73,7 @@ __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
     "LocalStore",
     "CacheCheckSensor",
     "LocalStepOperator",
+    "DockerStepOperator",
     "get_provider_info",
 ]
 

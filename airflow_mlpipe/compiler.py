@@ -7,7 +7,7 @@ step holds `check` (the cache sensor) and `run`.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
@@ -79,7 +79,10 @@ def _step_tasks(pipeline: Pipeline, step: Step, store: str | None) -> tuple[Cach
         step=step.name,
         store=store,
         timeout=max(DEFAULT_CHECK_TIMEOUT, timeout or 0),
-        retries=0,  # a check is cheap and deterministic: a failure is worth looking at
+        # Transient failures (a Docker daemon or registry hiccup) deserve another try;
+        # spec and missing-image errors fail for good (AirflowFailException).
+        retries=2,
+        retry_delay=timedelta(seconds=20),
         doc_md=f"Cache check of step `{step.name}`: skips `run` when its outputs are already stored.",
     )
     extra: dict[str, Any] = {}

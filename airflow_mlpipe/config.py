@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from pathlib import Path
+
+from airflow_mlpipe.exceptions import MlpipeError
 
 
 def _airflow_home() -> Path:
@@ -46,7 +49,10 @@ def passthrough_env(patterns: tuple[str, ...]) -> dict[str, str]:
 
 def docker_user() -> str:
     """uid:gid a container runs as when the worker is root and the step sets no `user`."""
-    return _get("docker_user") or "65532:65532"
+    value = _get("docker_user") or "65532:65532"
+    if not re.fullmatch(r"[1-9]\d*:\d+", value):
+        raise MlpipeError(f"`[mlpipe] docker_user = {value}` must be a numeric non-root `uid:gid`, e.g. `65532:65532`")
+    return value
 
 
 def docker_env_passthrough() -> tuple[str, ...]:

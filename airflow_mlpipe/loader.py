@@ -79,10 +79,16 @@ def _parse_yaml(text: str, file: str) -> Any:
     return data
 
 
+def _target_kind(value: Any) -> Any:
+    return value if isinstance(value, str) else value.get("kind") if isinstance(value, Mapping) else None
+
+
 def _merge_defaults(defaults: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
+    """Step fields over default fields; mappings merge one level (a target only of the same kind)."""
     merged = dict(defaults)
     for key, value in step.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        same_kind = key != "target" or _target_kind(value) in (None, _target_kind(merged.get(key)))
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and same_kind:
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
@@ -180,7 +186,7 @@ def _hint_for(err: Any) -> str | None:
     if kind == "string_pattern_mismatch" and err["loc"][-1] in ("memory", "shm_size"):
         return "a size with a unit, e.g. `512m` or `4g`"
     if kind == "string_pattern_mismatch" and err["loc"][-1] == "user":
-        return "`root`, or a numeric `uid:gid` such as `1000:1000`"
+        return "`root`, or a numeric non-zero `uid:gid` such as `1000:1000` (root only as `user: root`)"
     return None
 
 

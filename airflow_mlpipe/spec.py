@@ -109,8 +109,9 @@ class DockerTarget(_Frozen):
     pull: Literal["if_missing", "always", "never"] = "if_missing"
     #: `none` (default), `host`, or the name of a Docker network.
     network: str = "none"
-    #: `root`, or `uid:gid`; unset runs as the worker's user, or as `[mlpipe] docker_user` for a root worker.
-    user: str | None = Field(default=None, pattern=r"^(root|\d+(:\d+)?)$")
+    #: `root`, or a non-zero `uid[:gid]`; unset runs as the worker's user, or as `[mlpipe] docker_user`
+    #: for a root worker.
+    user: str | None = Field(default=None, pattern=r"^(root|[1-9]\d*(:\d+)?)$")
     cpus: float | None = Field(default=None, gt=0)
     #: Memory limit with a unit, e.g. `512m`, `4g` (swap is not allowed beyond it).
     memory: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?[bkmgBKMG]?$")

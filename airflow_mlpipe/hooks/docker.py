@@ -33,6 +33,7 @@ class DockerEngine:
     """One daemon, addressed by `base_url` (default `DOCKER_HOST` or the local socket)."""
 
     def __init__(self, base_url: str | None = None, conn_id: str | None = None) -> None:
+        self.explicit_url = base_url is not None
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.conn_id = conn_id
 
@@ -41,7 +42,10 @@ class DockerEngine:
         import docker
 
         try:
-            client = docker.DockerClient(base_url=self.base_url, timeout=API_TIMEOUT)
+            if self.explicit_url:
+                client = docker.DockerClient(base_url=self.base_url, timeout=API_TIMEOUT)
+            else:  # honours DOCKER_HOST and DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
+                client = docker.from_env(timeout=API_TIMEOUT)
             client.ping()
         except docker.errors.DockerException as exc:
             raise MlpipeError(
@@ -59,9 +63,17 @@ class DockerEngine:
         conn = BaseHook.get_connection(self.conn_id)
         if not conn.host or not conn.login:
             raise MlpipeError(f"connection `{self.conn_id}` needs a host (the registry) and a login")
+        import docker
+
         registry = f"{conn.host}:{conn.port}" if conn.port else conn.host
         # The SDK keeps the credentials in memory for later pulls; nothing is logged.
-        self.client.login(username=conn.login, password=conn.password, registry=registry, reauth=True)
+        try:
+            self.client.login(username=conn.login, password=conn.password, registry=registry, reauth=True)
+        except docker.errors.APIError as exc:
+            raise ImageUnavailable(
+                f"login to registry `{registry}` with connection `{self.conn_id}` failed: {exc.explanation}",
+                retryable=exc.is_server_error(),
+            ) from None
 
     def resolve_image(self, image: str, pull: str) -> Image:
         """The local image for `image` under the pull policy; its `.id` identifies the content."""

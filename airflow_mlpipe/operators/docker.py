@@ -49,7 +49,7 @@ class DockerStepOperator(BaseStepOperator):
         return target
 
     @cached_property
-    def engine(self) -> DockerEngine:
+    def engine(self) -> DockerEngine:  # one client per task attempt
         return DockerEngine(self.target.docker_url, self.target.docker_conn_id)
 
     def environment_identity(self) -> str:
@@ -95,7 +95,7 @@ class DockerStepOperator(BaseStepOperator):
             options["nano_cpus"] = int(target.cpus * 1e9)
         if target.shm_size:
             options["shm_size"] = target.shm_size
-        if target.gpus is not None:
+        if target.gpus not in (None, 0, ()):
             ids = list(target.gpus) if isinstance(target.gpus, tuple) else None
             count = target.gpus if isinstance(target.gpus, int) else 0
             options["device_requests"] = [DeviceRequest(count=count, device_ids=ids, capabilities=[["gpu"]])]
@@ -138,20 +138,26 @@ class DockerStepOperator(BaseStepOperator):
                 raise StepFailed(self.step_name, f"exit code {code}", tail)
         finally:
             self._discard(container)
-            self._restore_ownership(user, writable)
+            try:
+                self._restore_ownership(user, writable)
+            except Exception as exc:
+                # Never hide the step's own error; without one, committing will report the files.
+                self.log.error("Could not give the outputs back to the worker's user: %s", exc)
 
     def _wait(self, container: Container, timeout: float | None, tail: collections.deque[str]) -> int:
         import requests
 
         try:
             result = container.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except requests.exceptions.ReadTimeout:
             self._discard(container)
             raise StepTimeout(
                 self.step_name,
-                f"timed out after {timeout:.0f}s (`timeout` in the spec); container killed and removed",
+                f"timed out after {timeout or 0:.0f}s (`timeout` in the spec); container killed and removed",
                 tail,
             ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise StepFailed(self.step_name, f"lost the connection to the Docker daemon: {exc}", tail) from exc
         return int(result.get("StatusCode", -1))
 
     def _stream(self, container_id: str, tail: collections.deque[str]) -> None:
@@ -206,7 +212,8 @@ class DockerStepOperator(BaseStepOperator):
         if user == "root":
             return "0:0"
         if user:
-            return user
+            uid, _, gid = user.partition(":")
+            return f"{uid}:{gid or uid}"  # Docker would give a bare uid the root group
         if os.geteuid() != 0:
             return f"{os.geteuid()}:{os.getegid()}"
         return docker_user()
@@ -263,6 +270,6 @@ class DockerStepOperator(BaseStepOperator):
 
 
 def _ids(user: str) -> tuple[int, int]:
-    """`uid:gid` (validated by the spec) as numbers; a bare uid doubles as its gid."""
+    """`uid:gid` (validated by the spec and the config) as numbers."""
     uid, _, gid = user.partition(":")
-    return int(uid), int(gid or uid)
+    return int(uid), int(gid)

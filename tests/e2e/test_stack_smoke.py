@@ -60,13 +60,17 @@ def test_stop_ends_every_process_even_mid_run(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, stack.task_instances(DAG_ID, run_id)
             time.sleep(0.2)
         alive = stack.remaining()
+        print(f"\n[e2e] stopping mid-run; {len(alive)} stack processes: {sorted({p.comm for p in alive.values()})}")
         # the four components, their helpers, the executor's workers and the task's supervisor
         assert len(alive) > len(stack.procs), alive
         assert {p.pid for p in stack.procs.values()} <= set(alive)
     finally:
         stack.stop()
+    print(f"[e2e] stopped in {stack.timings['stop']:.1f}s")
     assert stack.remaining() == {}
     table = proc_table()
-    survivors = [p for pid, p in alive.items() if pid in table and table[pid].starttime == p.starttime]
+    # Same pid and start time: the same process. A killed one may linger as a zombie until
+    # PID 1 reaps it; that is no longer a running process.
+    survivors = [table[pid] for pid, p in alive.items() if pid in table and table[pid].starttime == p.starttime]
     assert [p for p in survivors if p.state not in ("Z", "X")] == []
     stack.stop()  # idempotent

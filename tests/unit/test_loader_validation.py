@@ -765,3 +765,34 @@ def test_input_reference_without_a_dot_is_a_spec_error_not_a_crash(load_error) -
     )
     issue = find_issue(err, step="b", field="inputs.data")
     assert "step.output" in f"{issue.message} {issue.hint}"
+
+
+def test_a_step_can_leave_a_docker_default_for_the_local_target(tmp_path: Path) -> None:
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            """
+            name: p
+            defaults:
+              target: {kind: docker, image: "x:1", memory: 1g}
+            steps:
+              a: {command: [x], target: {kind: local, packages: [numpy]}}
+              b: {command: [x], target: {memory: 2g}}
+            """
+        )
+    )
+    pipeline = load_pipeline(spec)
+    assert pipeline.step("a").target.kind == "local"
+    b = pipeline.step("b").target
+    assert (b.kind, b.image, b.memory) == ("docker", "x:1", "2g")
+
+
+def test_docker_user_zero_must_be_spelled_root(load_error) -> None:
+    err, _ = load_error(
+        """
+        name: p
+        steps:
+          a: {command: [x], target: {kind: docker, image: x, user: "0:0"}}
+        """
+    )
+    assert "root" in (find_issue(err, step="a", field="target.user").hint or "")
