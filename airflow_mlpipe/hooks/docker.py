@@ -37,15 +37,24 @@ class DockerEngine:
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self.conn_id = conn_id
 
+    def _connect(self, timeout: int | None, version: str | None = None) -> DockerClient:
+        import docker
+
+        if self.explicit_url:
+            return docker.DockerClient(base_url=self.base_url, timeout=timeout, version=version)
+        # Honours DOCKER_HOST and DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, like the docker CLI.
+        return docker.from_env(timeout=timeout, version=version)
+
+    def streaming_client(self) -> DockerClient:
+        """A second connection without a read timeout, for following a quiet log for hours."""
+        return self._connect(timeout=None, version=self.client.api.api_version)
+
     @cached_property
     def client(self) -> DockerClient:
         import docker
 
         try:
-            if self.explicit_url:
-                client = docker.DockerClient(base_url=self.base_url, timeout=API_TIMEOUT)
-            else:  # honours DOCKER_HOST and DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
-                client = docker.from_env(timeout=API_TIMEOUT)
+            client = self._connect(API_TIMEOUT)
             client.ping()
         except docker.errors.DockerException as exc:
             raise MlpipeError(

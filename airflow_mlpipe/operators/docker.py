@@ -145,19 +145,27 @@ class DockerStepOperator(BaseStepOperator):
                 self.log.error("Could not give the outputs back to the worker's user: %s", exc)
 
     def _wait(self, container: Container, timeout: float | None, tail: collections.deque[str]) -> int:
+        import docker
         import requests
 
         try:
             result = container.wait(timeout=timeout)
-        except requests.exceptions.ReadTimeout:
+        except requests.exceptions.RequestException as exc:
+            # A read timeout surfaces as ReadTimeout or ConnectionError depending on the
+            # requests version: ask the daemon whether the container is still running.
+            try:
+                container.reload()
+                running = container.status == "running"
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                raise StepFailed(self.step_name, f"lost the connection to the Docker daemon: {exc}", tail) from exc
+            if timeout is None or not running:
+                raise StepFailed(self.step_name, f"waiting for the container failed: {exc}", tail) from exc
             self._discard(container)
             raise StepTimeout(
                 self.step_name,
-                f"timed out after {timeout or 0:.0f}s (`timeout` in the spec); container killed and removed",
+                f"timed out after {timeout:.0f}s (`timeout` in the spec); container killed and removed",
                 tail,
             ) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise StepFailed(self.step_name, f"lost the connection to the Docker daemon: {exc}", tail) from exc
         return int(result.get("StatusCode", -1))
 
     def _stream(self, container_id: str, tail: collections.deque[str]) -> None:
@@ -165,7 +173,7 @@ class DockerStepOperator(BaseStepOperator):
         step that is quiet for a long time does not break the stream."""
         import docker
 
-        client = docker.DockerClient(base_url=self.engine.base_url, timeout=None)
+        client = self.engine.streaming_client()
         try:
             pending = b""
             for chunk in client.api.logs(container_id, stream=True, follow=True, stdout=True, stderr=True):
