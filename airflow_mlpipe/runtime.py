@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,24 @@ def upstream_result(ti: Any, step: str) -> StepResult:
     if ran:
         return StepResult.model_validate(ran)
     raise InputMissing(f"step `{step}` published no outputs in this run; did its `run` task succeed?")
+
+
+class StepTaskMixin:
+    """What both tasks of a step (check and run) hold: the pipeline, the step's name, the store."""
+
+    pipeline: Pipeline
+    step_name: str
+    store_uri: str | None
+
+    @property
+    def step(self) -> Step:
+        return self.pipeline.step(self.step_name)
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        from airflow_mlpipe.store import get_store
+
+        return get_store(self.store_uri)
 
 
 def environment_identity(step: Step) -> str:

@@ -15,7 +15,6 @@ import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from airflow_mlpipe.config import stat_cache_path
 from airflow_mlpipe.exceptions import SpecError, StepFailed
 from airflow_mlpipe.fingerprint import StatCache
 from airflow_mlpipe.manifest import Manifest, OutputRecord, Producer, StepResult
-from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, environment_identity
-from airflow_mlpipe.spec import Pipeline, Step
-from airflow_mlpipe.store import ArtifactStore, Lease, get_store
+from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, StepTaskMixin, environment_identity
+from airflow_mlpipe.spec import Pipeline
+from airflow_mlpipe.store import Lease
 from airflow_mlpipe.version import __version__
 
 #: How long a lease lasts when a step has no timeout.
@@ -51,7 +50,7 @@ class Invocation:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-class BaseStepOperator(BaseOperator):
+class BaseStepOperator(StepTaskMixin, BaseOperator):
     """Computes a step and commits its result; subclasses say how to run the process."""
 
     ui_color = "#d9f2e6"
@@ -61,14 +60,6 @@ class BaseStepOperator(BaseOperator):
         self.pipeline = pipeline
         self.step_name = step
         self.store_uri = store
-
-    @property
-    def step(self) -> Step:
-        return self.pipeline.step(self.step_name)
-
-    @cached_property
-    def store(self) -> ArtifactStore:
-        return get_store(self.store_uri)
 
     # -- what targets provide ----------------------------------------------------
     def environment_identity(self) -> str:

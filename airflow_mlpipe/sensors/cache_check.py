@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, SkipMixin, TriggerRule
@@ -14,12 +13,11 @@ from airflow_mlpipe.exceptions import SpecError
 from airflow_mlpipe.fingerprint import StatCache
 from airflow_mlpipe.hooks.docker import ImageUnavailable
 from airflow_mlpipe.manifest import Manifest, StepResult
-from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, environment_identity
-from airflow_mlpipe.spec import Pipeline, Step
-from airflow_mlpipe.store import ArtifactStore, get_store
+from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, StepTaskMixin, environment_identity
+from airflow_mlpipe.spec import Pipeline
 
 
-class CacheCheckSensor(BaseSensorOperator, SkipMixin):
+class CacheCheckSensor(StepTaskMixin, BaseSensorOperator, SkipMixin):
     """Succeeds at once on a miss (the run task computes), skips the run task on a hit,
     and keeps poking while another task holds the lease on the same key."""
 
@@ -33,14 +31,6 @@ class CacheCheckSensor(BaseSensorOperator, SkipMixin):
         self.pipeline = pipeline
         self.step_name = step
         self.store_uri = store
-
-    @property
-    def step(self) -> Step:
-        return self.pipeline.step(self.step_name)
-
-    @cached_property
-    def store(self) -> ArtifactStore:
-        return get_store(self.store_uri)
 
     def poke(self, context: Any) -> bool:
         ti = context["ti"]
