@@ -26,11 +26,6 @@ E2E_DIR = Path(__file__).resolve().parent
 EXAMPLE_DAG_IDS = ("wine_classifier", "wine_classifier_python")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Registered here so the marker needs no change elsewhere; also belongs in pyproject.toml.
-    config.addinivalue_line("markers", "e2e: runs against a real Airflow stack (api-server, scheduler, ...)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in item.path.parents:
@@ -39,6 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def airflow_stack(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """The session's started stack (all example DAGs parsed, all paused); always stopped."""
     root = tmp_path_factory.mktemp("airflow-stack")
     dags = root / "dags"
     shutil.copytree(EXAMPLES, dags, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -9,6 +9,12 @@ variable inherited from it is dropped before the stack's own are set.
 Metadata DB: SQLite. Airflow 3.3 accepts SQLite with the LocalExecutor (it is what
 `airflow standalone` runs); with parallelism 2 and one scheduler it is enough here.
 
+Stopping: stop() SIGTERMs scheduler, dag-processor and triggerer first and the api-server
+last (a task being stopped must still reach the execution API), then SIGKILLs whatever is
+left, found through /proc: our process groups and sessions and all their descendants. It is
+idempotent and registered with atexit; a small watchdog process (this file run with
+`--watchdog`) does the same if the test process dies without running it, e.g. by SIGKILL.
+
     stack = AirflowStack(tmp, dags_folder, store)
     stack.start(dag_ids=["wine_classifier_python"])
     stack.unpause("wine_classifier_python")
@@ -24,15 +30,17 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -100,6 +108,117 @@ def _alive(info: ProcInfo) -> bool:
     return info.state not in ("Z", "X")
 
 
+class ProcessGroups:
+    """The process groups of a stack's components and every process descended from them."""
+
+    def __init__(self) -> None:
+        self.groups: set[int] = set()  # process-group ids (= session ids = pids of the leaders)
+        self.tracked: dict[int, tuple[int, int]] = {}  # pid -> (start time, owning group), all seen
+
+    def members(
+        self, table: Mapping[int, ProcInfo] | None = None, groups: Iterable[int] | None = None
+    ) -> dict[int, ProcInfo]:
+        """Live processes in our sessions or process groups, and all their descendants, since a
+        task's own child may start a new session (the local step runner does). Each is owned by
+        the component group it descends from; `groups` filters by owner."""
+        table = proc_table() if table is None else table
+        wanted = self.groups if groups is None else set(groups)
+        owner: dict[int, int] = {}
+        for pid, p in table.items():
+            if not _alive(p):
+                continue
+            if p.sid in self.groups:
+                owner[pid] = p.sid
+            elif p.pgid in self.groups:
+                owner[pid] = p.pgid
+        # Seen earlier and since orphaned out of our tree: still the same process (start time)?
+        for pid, (start, group) in self.tracked.items():
+            seen = table.get(pid)
+            if (
+                pid not in owner
+                and group in self.groups
+                and seen is not None
+                and seen.starttime == start
+                and _alive(seen)
+            ):
+                owner[pid] = group
+        children: dict[int, list[ProcInfo]] = {}
+        for p in table.values():
+            children.setdefault(p.ppid, []).append(p)
+        todo = list(owner)
+        while todo:
+            parent = todo.pop()
+            for child in children.get(parent, []):
+                if child.pid not in owner and _alive(child):
+                    owner[child.pid] = owner[parent]
+                    todo.append(child.pid)
+        for pid, group in owner.items():
+            if self.tracked.get(pid, (None,))[0] != table[pid].starttime:
+                self.tracked[pid] = (table[pid].starttime, group)
+        return {pid: table[pid] for pid, group in owner.items() if group in wanted}
+
+    @staticmethod
+    def killpg(groups: Iterable[int], sig: int) -> None:
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+
+    def terminate(
+        self, phases: Iterable[set[int]], grace: float, reap: Callable[[], None] = lambda: None
+    ) -> dict[int, ProcInfo]:
+        """SIGTERM the groups phase by phase, each given `grace` seconds to end with all its
+        descendants; then SIGKILL every group and process left. Returns what needed SIGKILL."""
+        for phase in phases:
+            if not phase:
+                continue
+            self.killpg(phase, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                reap()
+                if not self.members(groups=phase):
+                    break
+                time.sleep(0.1)
+        killed: dict[int, ProcInfo] = {}
+        for _ in range(50):
+            left = self.members()
+            if not left:
+                break
+            killed.update(left)
+            self.killpg(self.groups | {p.pgid for p in left.values()}, signal.SIGKILL)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+            reap()
+        return killed
+
+
+def _watchdog(state_file: str, grace: float) -> None:
+    """`python stack.py --watchdog STATE GRACE`, started by AirflowStack in its own session.
+
+    Its stdin is a pipe from the test process, which never writes to it but b"stopped" after a
+    clean stop(). End of file without that means the test process died (even by SIGKILL, when
+    atexit cannot run): then it stops the stack as stop() would, reading the groups from STATE."""
+    pg = ProcessGroups()
+    last: set[int] = set()
+    while True:
+        ready, _, _ = select.select([sys.stdin.buffer], [], [], 1.0)
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(Path(state_file).read_text())
+            pg.groups = set(state["groups"])
+            last = set(state["last"])
+        pg.members()  # keep track of descendants that may leave our sessions
+        if ready:
+            data = os.read(sys.stdin.fileno(), 64)
+            if data.startswith(b"stopped"):
+                return
+            if not data:
+                break
+    print(f"test process gone: stopping groups {sorted(pg.groups)}", flush=True)
+    killed = pg.terminate([pg.groups - last, last], grace)
+    print(f"stopped; needed SIGKILL: {sorted((p.pid, p.comm) for p in killed.values())}", flush=True)
+
+
 class AirflowStack:
     """A private Airflow stack (LocalExecutor, SimpleAuthManager, SQLite) on 127.0.0.1."""
 
@@ -128,8 +247,9 @@ class AirflowStack:
         self.passwords_file = self.home / "simple_auth_manager_passwords.json"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.timings: dict[str, float] = {}
-        self._groups: set[int] = set()  # process-group ids (= pids of the leaders)
-        self._tracked: dict[int, int] = {}  # pid -> starttime of every process seen in our sessions
+        self.groups = ProcessGroups()
+        self.killed: dict[int, ProcInfo] = {}  # what stop() had to SIGKILL
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._token: str | None = None
         self._http: httpx.Client | None = None
         self._stopped = False
@@ -184,8 +304,7 @@ class AirflowStack:
     # -- processes ---------------------------------------------------------------------
 
     def _popen(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        try:
+        with open(self.logs / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(
                 [self.python, "-m", "airflow", *args],
                 env=self.env,
@@ -195,10 +314,49 @@ class AirflowStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own session and process group: stop() kills the group
             )
-        finally:
-            log.close()
-        self._groups.add(proc.pid)
+        self.groups.groups.add(proc.pid)
+        self._save_groups()
         return proc
+
+    def _save_groups(self) -> None:
+        """The groups for the watchdog (written atomically)."""
+        state = {
+            "groups": sorted(self.groups.groups),
+            "last": [p.pid for n, p in self.procs.items() if n == "api-server"],
+        }
+        tmp = self.root / ".stack-groups.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.root / ".stack-groups.json")
+
+    def _start_watchdog(self, grace: float = 20) -> None:
+        with open(self.logs / "watchdog.log", "wb") as log:
+            self._watchdog = subprocess.Popen(
+                [
+                    self.python,
+                    str(Path(__file__).resolve()),
+                    "--watchdog",
+                    str(self.root / ".stack-groups.json"),
+                    str(grace),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not hit by a Ctrl-C meant for pytest
+            )
+
+    def _release_watchdog(self) -> None:
+        dog, self._watchdog = self._watchdog, None
+        if dog is None:
+            return
+        with contextlib.suppress(OSError):
+            assert dog.stdin is not None
+            dog.stdin.write(b"stopped\n")
+            dog.stdin.close()
+        try:
+            dog.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            dog.kill()
+            dog.wait()
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """`airflow ARGS` with the stack's configuration, in its own process group."""
@@ -207,27 +365,32 @@ class AirflowStack:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self._kill_groups({proc.pid}, signal.SIGKILL)
+            ProcessGroups.killpg({proc.pid}, signal.SIGKILL)
             proc.wait()
             raise StackError(f"`airflow {' '.join(args)}` timed out after {timeout}s\n{self.log_tail(name)}") from None
         finally:
-            self._groups.discard(proc.pid)
+            if not self.groups.members(groups={proc.pid}):
+                self.groups.groups.discard(proc.pid)  # done, and nothing of it left: forget the group
+                self._save_groups()
         text = (self.logs / f"{name}.log").read_text(errors="replace")
         return subprocess.CompletedProcess(proc.args, proc.returncode, text, "")
 
     def start(self, dag_ids: Iterable[str] = (), *, timeout: float = 240) -> AirflowStack:
         """Migrate the DB, start the four components, wait for health and for `dag_ids`."""
         if self.procs:
-            raise StackError("stack already started")
+            raise StackError("stack already started; a stopped stack is not restarted: make a new AirflowStack")
         self._stopped = False
         t0 = time.monotonic()
         self._write_home()
+        self._save_groups()
+        self._start_watchdog()
         migrated = self.cli("db", "migrate", timeout=timeout)
         if migrated.returncode != 0:
             raise StackError(f"`airflow db migrate` failed ({migrated.returncode})\n{migrated.stdout[-4000:]}")
         self.timings["db_migrate"] = time.monotonic() - t0
         for component, argv in COMPONENTS.items():
             self.procs[component] = self._popen(component, *argv)
+        self._save_groups()
         try:
             self.wait_healthy(timeout=timeout - (time.monotonic() - t0))
             self.timings["healthy"] = time.monotonic() - t0
@@ -254,41 +417,23 @@ class AirflowStack:
 
     # -- stopping ----------------------------------------------------------------------
 
-    def _members(self, table: Mapping[int, ProcInfo]) -> dict[int, ProcInfo]:
-        """Live processes in our groups or sessions, and all their descendants (a task's own
-        child may start a new session, as the local step runner does)."""
-        found = {pid: p for pid, p in table.items() if _alive(p) and (p.pgid in self._groups or p.sid in self._groups)}
-        # Known earlier (e.g. a step process that left our session): still the same process?
-        for pid, start in self._tracked.items():
-            p = table.get(pid)
-            if p is not None and p.starttime == start and _alive(p):
-                found[pid] = p
-        children: dict[int, list[ProcInfo]] = {}
-        for p in table.values():
-            children.setdefault(p.ppid, []).append(p)
-        todo = list(found)
-        while todo:
-            for child in children.get(todo.pop(), []):
-                if child.pid not in found and _alive(child):
-                    found[child.pid] = child
-                    todo.append(child.pid)
-        for pid, p in found.items():
-            self._tracked.setdefault(pid, p.starttime)
-        return found
-
     def remaining(self) -> dict[int, ProcInfo]:
         """Processes of the stack still alive (empty once stopped)."""
-        return self._members(proc_table())
+        return self.groups.members()
 
-    def _kill_groups(self, groups: Iterable[int], sig: int) -> None:
-        for pgid in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
+    def _reap(self) -> None:
+        for proc in self.procs.values():
+            proc.poll()
 
     def stop(self, grace: float = 20) -> None:
-        """SIGTERM every group, wait, SIGKILL what is left; raise if anything survives.
+        """Stop the stack; raise StackError if any of its processes survives.
 
-        Idempotent; also runs at interpreter exit."""
+        SIGTERM to the groups of scheduler, dag-processor and triggerer first, with the
+        api-server still up: a task being stopped reports its end through the execution API,
+        and without it the task supervisor retries for a long time. Then SIGTERM to the
+        api-server, then SIGKILL to every group and process of the stack that is left.
+        Idempotent; also registered with atexit, and a watchdog process does the same if the
+        test process dies without it."""
         if self._stopped:
             return
         self._stopped = True
@@ -296,36 +441,17 @@ class AirflowStack:
         if self._http is not None:
             self._http.close()
             self._http = None
-        members = self._members(proc_table())
-        self._kill_groups(self._groups | {p.pgid for p in members.values()}, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            for proc in self.procs.values():
-                proc.poll()  # reap our direct children
-            members = self._members(proc_table())
-            if not members:
-                break
-            time.sleep(0.2)
-        for _ in range(10):
-            members = self._members(proc_table())
-            if not members:
-                break
-            self._kill_groups(self._groups | {p.pgid for p in members.values()}, signal.SIGKILL)
-            for pid, p in members.items():
-                if p.pgid not in self._groups:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
-            for proc in self.procs.values():
-                proc.poll()
+        api = {p.pid for name, p in self.procs.items() if name == "api-server"}
+        self.killed = self.groups.terminate([self.groups.groups - api, api], grace, self._reap)
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.timings["stop"] = time.monotonic() - t0
-        left = self._members(proc_table())
-        self.procs = {}
+        left = self.groups.members()
+        if not left:
+            self._release_watchdog()
         if left:
-            desc = ", ".join(f"{p.pid} ({p.comm}, pgid {p.pgid})" for p in left.values())
+            desc = ", ".join(f"{p.pid} ({p.comm}, pgid {p.pgid}, state {p.state})" for p in left.values())
             raise StackError(f"processes of the Airflow stack survived SIGKILL: {desc}")
 
     # -- REST API ----------------------------------------------------------------------
@@ -386,13 +512,14 @@ class AirflowStack:
         while time.monotonic() < deadline:
             self.check_running()
             try:
-                last = self.health()
+                health = self.health()
             except (httpx.HTTPError, ValueError) as exc:
                 last = repr(exc)
             else:
+                last = health
                 parts = ("metadatabase", "scheduler", "dag_processor", "triggerer")
-                if all((last.get(p) or {}).get("status") == "healthy" for p in parts):
-                    return last
+                if all((health.get(p) or {}).get("status") == "healthy" for p in parts):
+                    return health
             time.sleep(0.5)
         tails = "\n".join(self.log_tail(name) for name in self.procs)
         raise StackError(f"stack not healthy after {timeout:.0f}s; last health: {last}\n{tails}")
@@ -416,6 +543,18 @@ class AirflowStack:
         if body.get("is_paused") is not False:
             raise StackError(f"unpause {dag_id}: still paused: {body}")
 
+    def pause(self, dag_id: str) -> None:
+        self._expect(self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": True}), 200, what=f"pause {dag_id}")
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return dict(self._expect(self.get(f"/api/v2/dags/{dag_id}"), 200, what=f"DAG {dag_id}"))
+
+    def runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
+        """The DAG's runs, oldest first; filters as query parameters (e.g. `run_type="scheduled"`)."""
+        params = {"order_by": "run_after", "limit": 1000, **filters}
+        body = self._expect(self.get(f"/api/v2/dags/{dag_id}/dagRuns", params=params), 200, what=f"runs of {dag_id}")
+        return list(body["dag_runs"])
+
     def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, logical_date: str | None = None) -> str:
         """A manual run through the REST API; `logical_date` (ISO 8601) may be None. Returns its run id."""
         payload = {"logical_date": logical_date, "conf": dict(conf or {})}
@@ -423,7 +562,9 @@ class AirflowStack:
         return str(body["dag_run_id"])
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return dict(self._expect(self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"), 200, what=f"run {run_id}"))
+        return dict(
+            self._expect(self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"), 200, what=f"run {run_id}")
+        )
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
         """Poll until the run is `success` or `failed`; returns the DAG run."""
@@ -443,7 +584,7 @@ class AirflowStack:
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """{task_id: state} of a run (mapped instances as `task_id[i]`)."""
         body = self._expect(
-            self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}),
+            self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances", params={"limit": 1000}),
             200,
             what=f"task instances of {run_id}",
         )
@@ -455,5 +596,11 @@ class AirflowStack:
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """A task's log through the API (for failure messages)."""
-        status, body = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}")
+        status, body = self.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
+        )
         return json.dumps(body, indent=1)[-6000:] if status == 200 else f"HTTP {status}: {body}"
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--watchdog":
+    _watchdog(sys.argv[2], float(sys.argv[3]))
