@@ -28,6 +28,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "sensors": [{"integration-name": "mlpipe", "python-modules": ["airflow_mlpipe.sensors.cache_check"]}],
+        "extra-links": ["airflow_mlpipe.links.ManifestLink"],
         "config": {
             "mlpipe": {
                 "description": "Options of airflow-mlpipe.",

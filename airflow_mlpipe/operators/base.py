@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_mlpipe.config import stat_cache_path
 from airflow_mlpipe.exceptions import SpecError, StepFailed
 from airflow_mlpipe.fingerprint import StatCache
+from airflow_mlpipe.links import ManifestLink
 from airflow_mlpipe.manifest import Manifest, OutputRecord, Producer, StepResult
 from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, StepTaskMixin, environment_identity
 from airflow_mlpipe.spec import Pipeline
@@ -54,6 +55,7 @@ class BaseStepOperator(StepTaskMixin, BaseOperator):
     """Computes a step and commits its result; subclasses say how to run the process."""
 
     ui_color = "#d9f2e6"
+    operator_extra_links = (ManifestLink(),)
 
     def __init__(self, *, pipeline: Pipeline, step: str, store: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -12,6 +12,7 @@ from airflow_mlpipe.config import stat_cache_path
 from airflow_mlpipe.exceptions import SpecError
 from airflow_mlpipe.fingerprint import StatCache
 from airflow_mlpipe.hooks.docker import ImageUnavailable
+from airflow_mlpipe.links import ManifestLink
 from airflow_mlpipe.manifest import Manifest, StepResult
 from airflow_mlpipe.runtime import XCOM_KEY, Fingerprint, StepRuntime, StepTaskMixin, environment_identity
 from airflow_mlpipe.spec import Pipeline
@@ -22,6 +23,7 @@ class CacheCheckSensor(StepTaskMixin, BaseSensorOperator, SkipMixin):
     and keeps poking while another task holds the lease on the same key."""
 
     ui_color = "#e8f1fb"
+    operator_extra_links = (ManifestLink(),)
 
     def __init__(self, *, pipeline: Pipeline, step: str, store: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("poke_interval", 10)

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tests.conftest import EXAMPLES
 from tests.e2e.stack import AirflowStack, proc_table
@@ -68,6 +69,7 @@ def test_trigger_through_rest_api_then_cache_hits(airflow_stack: AirflowStack) -
 
         first, states = _manual_run(stack)
         assert states == {f"{step}.{task}": "success" for step in STEPS for task in ("check", "run")}
+        _assert_manifest_links(stack, first["dag_run_id"])
 
         second, states = _manual_run(stack)
         if second["run_after"][:10] != first["run_after"][:10]:  # crossed midnight UTC: the date is in the key
@@ -78,6 +80,25 @@ def test_trigger_through_rest_api_then_cache_hits(airflow_stack: AirflowStack) -
         }
     finally:
         stack.pause(DAG_ID)  # no surprise scheduled runs for later tests
+
+
+def _assert_manifest_links(stack: AirflowStack, run_id: str) -> None:
+    """Both tasks of a step link to its manifest, served by the plugin to users who may read the DAG."""
+    urls = set()
+    for task in ("train.check", "train.run"):
+        status, links = stack.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task}/links")
+        assert status == 200, links
+        assert links["extra_links"].get("Manifest"), links
+        urls.add(links["extra_links"]["Manifest"])
+    assert len(urls) == 1  # the same result
+    url = urls.pop()
+    assert url.startswith(stack.base_url.rstrip("/") + "/mlpipe/dags/")
+    path = url[len(stack.base_url.rstrip("/")) :]
+    status, manifest = stack.get(path)
+    assert status == 200, manifest
+    assert manifest["step"] == "train" and manifest["producer"]["run_id"] == run_id
+    assert manifest["components"]["params"]["n_estimators"] == 50
+    assert stack.http.get(path).status_code == 401  # no token, no manifest
 
 
 def test_stop_ends_every_process_even_mid_run(tmp_path: Path) -> None:
