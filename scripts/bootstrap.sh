@@ -16,7 +16,8 @@ if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 # Every version pinned by requirements/constraints.txt: a fresh install is reproducible.
-"$venv/bin/python" -m pip install -q -c requirements/constraints.txt -e '.[dev,examples]' 2>&1 \
+# playwright (dev extra) drives Debian's chromium: it must never download a browser of its own.
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$venv/bin/python" -m pip install -q -c requirements/constraints.txt -e '.[dev,examples]' 2>&1 \
   | grep -v '^WARNING: Location' || true
 "$venv/bin/python" -c 'import airflow_mlpipe, airflow.sdk, sklearn' \
   || { echo "bootstrap: the environment is incomplete" >&2; exit 1; }
