@@ -28,6 +28,8 @@ echo "== mypy"
 "$bin/mypy" || status=1
 echo "== pytest"
 "$bin/pytest" -ra --junitxml=var/junit.xml "$@" || status=1
+echo "== leaks"
+scripts/check-leaks.sh || status=1
 
 "$bin/python" - <<'PY'
 import xml.etree.ElementTree as ET
