@@ -38,15 +38,15 @@ def _manual_run(stack: AirflowStack) -> tuple[dict[str, Any], dict[str, str | No
 def _settle_scheduled_run(stack: AirflowStack, due: bool) -> None:
     """Unpausing a periodic DAG (catchup=False) makes the scheduler create its latest
     scheduled run at once. That run computes the same keys as today's manual runs, so let it
-    finish, then empty the store: the manual runs below start from a cold cache."""
-    if not due:
-        return
-    started = time.monotonic()
-    deadline = started + 60
-    while not (scheduled := stack.runs(DAG_ID, run_type="scheduled")):
-        assert time.monotonic() < deadline, "unpaused, but the scheduler created no scheduled run"
-        time.sleep(0.5)
-    _finish(stack, scheduled[-1]["dag_run_id"], started)
+    finish, then empty the store (other tests may have filled it too): the manual runs below
+    start from a cold cache."""
+    if due:
+        started = time.monotonic()
+        deadline = started + 60
+        while not (scheduled := stack.runs(DAG_ID, run_type="scheduled")):
+            assert time.monotonic() < deadline, "unpaused, but the scheduler created no scheduled run"
+            time.sleep(0.5)
+        _finish(stack, scheduled[-1]["dag_run_id"], started)
     for entry in stack.store.iterdir():
         if entry.is_dir():
             shutil.rmtree(entry)
