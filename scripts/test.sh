@@ -18,7 +18,6 @@ scripts/apt-install.sh docker-registry=docker-registry htpasswd=apache2-utils \
   || echo "test: the registry tests will fail under CI=true, skip otherwise" >&2
 
 echo "== Debian's Chromium for the browser test (driven by Playwright from PyPI; never a downloaded browser)"
-export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 scripts/apt-install.sh chromium=chromium \
   || echo "test: the browser test will fail under CI=true, skip otherwise" >&2
 
