@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 import threading
 import uuid
 from functools import cached_property
@@ -109,7 +110,8 @@ class DockerStepOperator(BaseStepOperator):
             user=user,
             working_dir=CODE,
             mounts=mounts,
-            labels={**inv.labels, "mlpipe.managed": "true"},
+            # Which worker process started it: what to look for when a container outlives its task.
+            labels={**inv.labels, "mlpipe.managed": "true", "mlpipe.worker": f"{socket.gethostname()}:{os.getpid()}"},
             name=f"mlpipe-{self.step_name}-{uuid.uuid4().hex[:10]}",
             detach=True,
             **options,
