@@ -71,3 +71,15 @@ class StepResult(_Frozen):
     duration_s: float | None = None
     #: The run that computed the outputs (differs from this run on a hit).
     produced_by: str | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest, *, hit: bool) -> StepResult:
+        return cls(
+            step=manifest.step,
+            key=manifest.key,
+            hit=hit,
+            outputs=manifest.outputs,
+            metrics=manifest.metrics,
+            duration_s=manifest.duration_s,
+            produced_by=f"{manifest.producer.dag_id}/{manifest.producer.run_id}",
+        )

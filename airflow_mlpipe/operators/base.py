@@ -188,16 +188,7 @@ class BaseStepOperator(StepTaskMixin, BaseOperator):
         return manifest
 
     def _publish(self, ti: Any, manifest: Manifest, *, hit: bool) -> None:
-        result = StepResult(
-            step=manifest.step,
-            key=manifest.key,
-            hit=hit,
-            outputs=manifest.outputs,
-            metrics=manifest.metrics,
-            duration_s=manifest.duration_s,
-            produced_by=f"{manifest.producer.dag_id}/{manifest.producer.run_id}",
-        ).model_dump(mode="json")
-        ti.xcom_push(key=XCOM_KEY, value=result)
+        ti.xcom_push(key=XCOM_KEY, value=StepResult.of(manifest, hit=hit).model_dump(mode="json"))
 
     def _lease(self, key: str, ti: Any) -> Lease:
         """Claim the key, waiting while another task computes it (then we reuse its result)."""

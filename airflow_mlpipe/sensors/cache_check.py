@@ -85,16 +85,7 @@ class CacheCheckSensor(StepTaskMixin, BaseSensorOperator, SkipMixin):
             producer.run_id,
             manifest.duration_s,
         )
-        result = StepResult(
-            step=self.step.name,
-            key=manifest.key,
-            hit=True,
-            outputs=manifest.outputs,
-            metrics=manifest.metrics,
-            duration_s=manifest.duration_s,
-            produced_by=f"{producer.dag_id}/{producer.run_id}",
-        )
-        ti.xcom_push(key=XCOM_KEY, value=result.model_dump(mode="json"))
+        ti.xcom_push(key=XCOM_KEY, value=StepResult.of(manifest, hit=True).model_dump(mode="json"))
         run = [t for t in self.downstream_list if t.task_id == f"{self.step.name}.run"]
         self.skip(ti=ti, tasks=run)  # raises: this task succeeds and `run` is skipped
 
