@@ -304,7 +304,7 @@ def trigger_in_ui(page: Any, stack: AirflowStack, conf: dict[str, Any]) -> str:
     page.set_viewport_size(size)
     dialog.get_by_test_id("trigger-dag-submit").click()
     # The UI says so and goes to the new run's page.
-    expect(page.get_by_text("Dag Run Triggered")).to_be_visible()
+    expect(page.get_by_text("Dag Run Triggered").first).to_be_visible()  # the toast may render twice
     page.wait_for_url(re.compile(rf"/dags/{DAG_ID}/runs/[^/?#]+$"))
     return unquote(page.url.rsplit("/", 1)[1])
 
