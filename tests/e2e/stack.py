@@ -33,10 +33,12 @@ import secrets
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,7 +278,9 @@ class AirflowStack:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            # SQLite, as `airflow standalone` uses; wait up to 60 s for a lock (Python's default
+            # of 5 s makes the API answer "database is locked" under the scheduler's writes).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}?timeout=60",
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"{self.base_url}/",
@@ -388,6 +392,9 @@ class AirflowStack:
         if migrated.returncode != 0:
             raise StackError(f"`airflow db migrate` failed ({migrated.returncode})\n{migrated.stdout[-4000:]}")
         self.timings["db_migrate"] = time.monotonic() - t0
+        # Write-ahead logging (stored in the DB file): readers no longer block the writer.
+        with closing(sqlite3.connect(self.home / "airflow.db")) as db:
+            db.execute("PRAGMA journal_mode=WAL")
         for component, argv in COMPONENTS.items():
             self.procs[component] = self._popen(component, *argv)
         self._save_groups()
