@@ -14,6 +14,8 @@ from airflow_mlpipe.exceptions import SpecError, SpecIssue
 from airflow_mlpipe.spec import Pipeline
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+#: libyaml's parser when PyYAML has it (several times faster: DAG files are parsed constantly).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _find_duplicate(
@@ -43,7 +45,7 @@ def _find_duplicate(
 
 def _parse_yaml(text: str, file: str) -> Any:
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _SafeLoader(text)
         try:
             node = loader.get_single_node()
             duplicate = _find_duplicate(node, (), set()) if node is not None else None

@@ -36,33 +36,39 @@ class TemplateRefs:
         return self.attrs.get(var, set())
 
 
+@lru_cache(maxsize=4096)
+def _references(text: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """Top-level names and `var.attr` pairs of one template (cached: specs are parsed often)."""
+    tree = _env().parse(text)
+    names = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx == "load")
+    pairs = set()
+    for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = access.node  # type: ignore[attr-defined]
+        if not isinstance(base, nodes.Name):
+            continue
+        if isinstance(access, nodes.Getattr):
+            pairs.add((base.name, access.attr))
+        elif isinstance(access, nodes.Getitem) and isinstance(access.arg, nodes.Const):
+            pairs.add((base.name, str(access.arg.value)))
+    return names, frozenset(pairs)
+
+
 def analyse(templates: Iterable[str]) -> TemplateRefs:
     """Collect references; raises `TemplateSyntaxError` on malformed templates."""
     refs = TemplateRefs()
     for text in templates:
         if "{" not in text:
             continue
-        tree = _env().parse(text)
-        for name in tree.find_all(nodes.Name):
-            if name.ctx == "load":
-                refs.names.add(name.name)
-        for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
-            base = access.node  # type: ignore[attr-defined]
-            if not isinstance(base, nodes.Name):
-                continue
-            if isinstance(access, nodes.Getattr):
-                attr = access.attr
-            elif isinstance(access, nodes.Getitem) and isinstance(access.arg, nodes.Const):
-                attr = str(access.arg.value)
-            else:
-                continue
-            refs.attrs.setdefault(base.name, set()).add(attr)
+        names, pairs = _references(text)
+        refs.names |= names
+        for var, attr in pairs:
+            refs.attrs.setdefault(var, set()).add(attr)
     return refs
 
 
 def syntax_error(text: str) -> str | None:
     try:
-        _env().parse(text)
+        analyse([text])
     except TemplateSyntaxError as exc:
         return exc.message or str(exc)
     return None
