@@ -8,6 +8,7 @@ engine or image fails these tests instead of skipping them.
 from __future__ import annotations
 
 import grp
+import io
 import json
 import multiprocessing
 import os
@@ -180,9 +181,9 @@ USE = """
 
 def build_image(client: Any, tag: str, flavour: str) -> str:
     dockerfile = f"FROM {TEST_IMAGE}\nENV FLAVOUR={flavour}\n".encode()
-    import io
-
-    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none", rm=True)
+    image, _ = client.images.build(
+        fileobj=io.BytesIO(dockerfile), tag=tag, network_mode="none", rm=True, labels={"mlpipe.test": "rebuilt"}
+    )
     return str(image.id)
 
 
@@ -199,6 +200,7 @@ def test_rebuilding_an_image_reruns_the_steps_that_use_it(
         assert results(run(spec, store, airflow_home)) == {"use": "miss", "other": "hit"}
     finally:
         docker_client.images.remove("mlpipe-rebuilt:latest", force=True)
+        docker_client.images.prune(filters={"label": "mlpipe.test=rebuilt"})  # the untagged earlier builds
 
 
 FAILING = """
