@@ -78,7 +78,3 @@ def render(text: str, variables: Mapping[str, Any]) -> str:
     if "{" not in text:
         return text
     return _env().from_string(text).render(**variables)
-
-
-def render_all(texts: Iterable[str], variables: Mapping[str, Any]) -> list[str]:
-    return [render(t, variables) for t in texts]
