@@ -460,21 +460,28 @@ def test_backfill_computes_each_date_once_then_hits_then_reruns_only_changed_ste
             stack, first, last, dag_run_conf=changed, reprocess_behavior="completed", max_active_runs=3
         )
         assert sorted(r["dag_run_id"] for r in third) == sorted(run_ids)
-        for run in third:
-            assert run["conf"] == changed
-            assert run_states(stack, run["dag_run_id"]) == {
-                **{t: "success" for t in CHECK_TASKS},
-                **{f"{s}.run": "skipped" for s in ("prepare", "train", "evaluate")},
-                "register.run": "success",
-            }, run["dag_run_id"]
-            line = cache_line(stack, run["dag_run_id"], "register")
-            assert "mlpipe cache MISS for step `register`" in line, line
-        created = containers.created(run_ids)
-        _log(f"third backfill (min_accuracy 0.55): {sum(created.values())} containers {dict(created)}")
-        assert created == Counter({(r, "register"): 1 for r in run_ids})
         recomputed = [m for k, m in manifests(stack.store).items() if k not in keys_before]
         assert sorted(m["step"] for m in recomputed) == ["register"] * 3
         assert all(m["components"]["params"]["min_accuracy"] == 0.55 for m in recomputed)
+        # Each run computed its own register result; Airflow may execute a cleared run's task
+        # once more after that, and then the second execution is (rightly) a hit on it.
+        assert sorted(m["producer"]["run_id"] for m in recomputed) == sorted(run_ids)
+        for run in third:
+            assert run["conf"] == changed
+            states = run_states(stack, run["dag_run_id"])
+            assert states == {
+                **{t: "success" for t in CHECK_TASKS},
+                **{f"{s}.run": "skipped" for s in ("prepare", "train", "evaluate")},
+                "register.run": states["register.run"],
+            }, run["dag_run_id"]
+            line = cache_line(stack, run["dag_run_id"], "register")
+            if states["register.run"] == "success":
+                assert "mlpipe cache MISS for step `register`" in line, line
+            else:
+                assert states["register.run"] == "skipped" and run["dag_run_id"] in line, line
+        created = containers.created(run_ids)
+        _log(f"third backfill (min_accuracy 0.55): {sum(created.values())} containers {dict(created)}")
+        assert created == Counter({(r, "register"): 1 for r in run_ids})
     _log(f"backfill timings (s): { {k: round(v, 1) for k, v in timings.items()} }")
 
 
